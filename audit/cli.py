@@ -1,0 +1,101 @@
+"""The ``cvaudit`` command line.
+
+Sub-commands live in their own modules and are imported only when invoked, so
+``cvaudit --help`` never imports torch or transformers. Errors the user can fix
+(:class:`~cvaudit.audit.errors.CVAuditError`) print one line and exit with code 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from cvaudit import __version__
+
+# command name -> "module:attribute" of a click command
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("cvaudit.audit.cli_data:data", "Show a country's subgroups, their sizes and the usable questions."),
+    "run": ("cvaudit.audit.cli_run:run", "Audit a model: score every question for every subgroup, write results and report."),
+    "demo": ("cvaudit.audit.cli_run:demo", "Run the demo audit (embedded SmolLM2, synthetic Singapore sample)."),
+    "report": ("cvaudit.reports.cli:report", "Render the HTML/PDF audit report from results.json."),
+    "compare": ("cvaudit.reports.cli:compare", "Compare two results files with paired bootstrap intervals."),
+    "gate": ("cvaudit.reports.cli:gate", "CI gate: check results.json against a policy (exit 0 pass, 1 breach, 2 bad input)."),
+    "export": ("cvaudit.reports.cli:export", "Export per-group results as model-card metrics and a HF model-index snippet."),
+    "synth": ("cvaudit.audit.cli_data:synth", "Write a synthetic WVS-format respondent file (for demos and tests)."),
+    "steer": ("cvaudit.audit.cli_steer:steer", "Fit steering vectors (contrastive activation addition)."),
+    "finetune": ("cvaudit.audit.cli_finetune:finetune", "LoRA fine-tune on subgroup modal answers (seed 003 split)."),
+    "bench": ("cvaudit.audit.cli_bench:bench", "Benchmark the scoring engine against the anchors."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        target, _ = COMMANDS[name]
+        module, attr = target.split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("cvaudit"):
+                # a command announced but not built in this install
+                @click.command(name=name, help=COMMANDS[name][1])
+                def _missing() -> None:
+                    raise click.ClickException(f"the '{name}' command is not available in this build")
+
+                return _missing
+            raise
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cvaudit")
+@click.option("--debug", is_flag=True, envvar="CVAUDIT_DEBUG", help="Show tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """cvaudit: audit how well a language model reflects the values of a country's subgroups (WVS Wave 7)."""
+    ctx.obj = {"debug": debug}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: maps user errors to exit code 2 and one line on stderr."""
+    from .errors import CVAuditError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("CVAUDIT_DEBUG") not in (None, "", "0")
+    try:
+        cli.main(args=args, prog_name="cvaudit", standalone_mode=False)
+    except CVAuditError as exc:
+        if debug:
+            raise
+        click.echo(f"cvaudit: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("cvaudit: interrupted; scores computed so far are cached, re-run the same command to resume", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("cvaudit: interrupted; scores computed so far are cached, re-run the same command to resume", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
+    except SystemExit:
+        raise
+    except Exception as exc:  # a bug, not a user error: still one line unless --debug
+        if debug:
+            raise
+        click.echo(f"cvaudit: internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)", err=True)
+        sys.exit(1)
