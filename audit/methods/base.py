@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -41,6 +42,10 @@ class Scorer(Protocol):
 
     def distributions(self, specs: Sequence[PromptSpec]) -> list[np.ndarray]:
         """Position-debiased distributions: both option orders of each spec, combined."""
+        ...
+
+    def modified(self, tag: str | None) -> AbstractContextManager[None]:
+        """Context in which scores are cached under ``tag`` (the method changed the model: hooks, adapters)."""
         ...
 
 
@@ -80,6 +85,10 @@ class Method:
         Part of the score-cache key: prompts scored on a modified model are cached apart.
         """
         return None
+
+    def model_overrides(self) -> dict[str, Any]:
+        """Changes to model loading applied before the model loads, e.g. ``{"adapter": PATH}``."""
+        return {}
 
     def predict(self, ctx: MethodContext) -> dict[tuple[str, str], ItemPrediction]:
         """Return ``{(group.id, question.id): ItemPrediction}`` for every group and question."""
