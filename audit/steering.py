@@ -37,20 +37,34 @@ KINDS = ("subgroup", "axes")
 
 # --------------------------------------------------------------------------- axes
 @dataclass(frozen=True)
-class Axis:
-    """One Inglehart-Welzel axis: its defining WVS items and the pole personas used to fit it.
+class AxisItem:
+    """A WVS item that defines an axis, and which answers lean to the axis's positive pole.
 
-    ``items`` pairs a question id with the direction of its raw WVS answer code:
-    ``+1`` when a higher code leans to the positive pole (secular-rational,
-    self-expression), ``-1`` when it leans to the negative pole.
+    Ordinal items: ``sign`` is ``+1`` when a higher raw WVS answer code leans to the
+    positive pole (secular-rational, self-expression) and ``-1`` when it leans to
+    the negative pole. Nominal items (the materialism pair) name the raw codes of
+    the positive pole's answers in ``positive_codes`` instead.
     """
+
+    id: str
+    sign: int = 1
+    positive_codes: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One Inglehart-Welzel axis: its defining WVS items and the pole personas used to fit it."""
 
     name: str
     negative_pole: str
     positive_pole: str
-    items: tuple[tuple[str, int], ...]
+    items: tuple[AxisItem, ...]
     negative_persona: str
     positive_persona: str
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [item.id for item in self.items]
 
 
 AXES: dict[str, Axis] = {
@@ -62,7 +76,10 @@ AXES: dict[str, Axis] = {
         # traditional); Q8 independence, Q14 determination (1 = mentioned, secular);
         # Q184 abortion (10 = always justifiable); Q254 national pride (1 = very proud);
         # Q45 more respect for authority (1 = good)
-        items=(("Q164", -1), ("Q17", 1), ("Q8", -1), ("Q14", -1), ("Q15", 1), ("Q184", 1), ("Q254", 1), ("Q45", 1)),
+        items=(
+            AxisItem("Q164", -1), AxisItem("Q17", 1), AxisItem("Q8", -1), AxisItem("Q14", -1),
+            AxisItem("Q15", 1), AxisItem("Q184", 1), AxisItem("Q254", 1), AxisItem("Q45", 1),
+        ),
         negative_persona=(
             "You hold traditional values. God is very important in your life. Children should above all "
             "learn obedience and religious faith at home. Greater respect for authority would be a good "
@@ -80,37 +97,47 @@ AXES: dict[str, Axis] = {
         negative_pole="survival",
         positive_pole="self-expression",
         # Q182 homosexuality (10 = always justifiable); Q209 signed a petition (1 = have done);
-        # Q57 most people can be trusted (1); Q46 happiness (1 = very happy).
-        # Q154/Q155 (materialism) are not in the question bank.
-        items=(("Q182", 1), ("Q209", -1), ("Q57", -1), ("Q46", -1)),
+        # Q57 most people can be trusted (1); Q46 happiness (1 = very happy);
+        # Q154/Q155 aims of the country, first/second choice: 2 "more say", 4 "free speech"
+        # are the post-materialist answers.
+        items=(
+            AxisItem("Q182", 1), AxisItem("Q209", -1), AxisItem("Q57", -1), AxisItem("Q46", -1),
+            AxisItem("Q154", positive_codes=(2, 4)), AxisItem("Q155", positive_codes=(2, 4)),
+        ),
         negative_persona=(
             "Your priority is economic and physical security. You feel you need to be very careful in "
             "dealing with people, you are not very happy with your life, you would never sign a petition, "
-            "and you believe homosexuality is never justifiable."
+            "and you believe homosexuality is never justifiable. Maintaining order and fighting rising "
+            "prices matter more to you than giving people more say or protecting freedom of speech."
         ),
         positive_persona=(
             "Your priority is self-expression and quality of life. You believe most people can be trusted, "
             "you are very happy with your life, you have signed petitions, and you believe homosexuality "
-            "is justifiable."
+            "is justifiable. Giving people more say and protecting freedom of speech matter more to you "
+            "than maintaining order or fighting rising prices."
         ),
     ),
 }
 
 
-def axis_item_score(question: Question, dist: Sequence[float], sign: int) -> float:
+def axis_item_score(question: Question, dist: Sequence[float], item: AxisItem) -> float:
     """Direction-corrected expected answer in [0, 1]: 1 = fully at the axis's positive pole.
 
     Works in raw WVS code space (mean code of each option), so it does not depend
-    on how the bank orders the options.
+    on how the bank orders the options. Nominal items score the probability of
+    the positive pole's answers.
     """
+    total = float(sum(dist))
+    if item.positive_codes is not None:
+        pos = set(item.positive_codes)
+        return sum(float(p) for p, c in zip(dist, question.codes) if set(c) <= pos) / total
     values = [sum(c) / len(c) for c in question.codes]
     lo, hi = min(values), max(values)
     if hi == lo:
         raise ConfigError(f"axis item {question.id} has a single answer code; remove it from the axis")
-    total = float(sum(dist))
     expected = sum(float(p) * v for p, v in zip(dist, values)) / total
     score = (expected - lo) / (hi - lo)
-    return score if sign > 0 else 1.0 - score
+    return score if item.sign > 0 else 1.0 - score
 
 
 # -------------------------------------------------------------------------- split

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 from cvaudit.audit.errors import ConfigError  # noqa: E402
 from cvaudit.audit.steering import (  # noqa: E402
     AXES,
+    AxisItem,
     SteeringVectors,
     axis_item_score,
     calibration_split,
@@ -112,18 +113,35 @@ def test_missing_persona_is_a_config_error(tiny):
 def test_axis_item_score_by_hand():
     q = QUESTIONS[1]  # codes 1..4
     # expected code = 0.5*1 + 0.5*3 = 2 -> (2-1)/3 = 1/3; sign -1 (1 = very happy is the positive pole) -> 2/3
-    assert axis_item_score(q, [0.5, 0.0, 0.5, 0.0], -1) == pytest.approx(2 / 3)
-    assert axis_item_score(q, [0.0, 0.0, 0.0, 1.0], +1) == pytest.approx(1.0)
+    assert axis_item_score(q, [0.5, 0.0, 0.5, 0.0], AxisItem("Q46", -1)) == pytest.approx(2 / 3)
+    assert axis_item_score(q, [0.0, 0.0, 0.0, 1.0], AxisItem("Q46", 1)) == pytest.approx(1.0)
     # codes of options merged by the bank count by their mean
     merged = Question(id="Qx", text="t", options=("a", "b"), codes=((1, 2), (4,)), ordinal=True, category="c")
-    assert axis_item_score(merged, [1.0, 0.0], +1) == pytest.approx(0.0)
-    assert axis_item_score(merged, [0.5, 0.5], +1) == pytest.approx(0.5)
+    assert axis_item_score(merged, [1.0, 0.0], AxisItem("Qx")) == pytest.approx(0.0)
+    assert axis_item_score(merged, [0.5, 0.5], AxisItem("Qx")) == pytest.approx(0.5)
+    # nominal item: share of the positive pole's answers (codes 2 and 4)
+    nominal = Question(id="Q154", text="t", options=("order", "say", "prices", "speech"),
+                       codes=((1,), (2,), (3,), (4,)), ordinal=False, category="c")
+    assert axis_item_score(nominal, [0.1, 0.2, 0.3, 0.4], AxisItem("Q154", positive_codes=(2, 4))) == pytest.approx(0.6)
 
 
 def test_axes_only_name_items_with_a_direction():
     for axis in AXES.values():
-        assert axis.items and all(sign in (-1, 1) for _, sign in axis.items)
-    assert {q for q, _ in AXES["traditional_secular"].items}.isdisjoint(q for q, _ in AXES["survival_self_expression"].items)
+        assert axis.items and all(item.sign in (-1, 1) for item in axis.items)
+    assert set(AXES["traditional_secular"].item_ids).isdisjoint(AXES["survival_self_expression"].item_ids)
+
+
+def test_axis_items_exist_in_the_bank_with_the_documented_poles():
+    bank = pytest.importorskip("cvaudit.audit.questions").load_bank()
+    for axis in AXES.values():
+        for item in axis.items:
+            q = bank[item.id]
+            if item.positive_codes is None:
+                assert q.ordinal and len(q.options) >= 2
+    # spot-check directions against the option wording
+    assert bank["Q164"].options[-1].endswith("Very important")  # high code = traditional, sign -1
+    assert bank["Q184"].options[-1].endswith("Always justifiable")  # high code = secular, sign +1
+    assert bank["Q57"].options[0] == "Most people can be trusted"  # low code = self-expression, sign -1
 
 
 # -------------------------------------------------------------------------- files
