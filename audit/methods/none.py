@@ -7,6 +7,7 @@ option orders, debiased by the engine) however many groups there are.
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from ..types import ItemPrediction
 from .base import Method, MethodContext, PromptSpec, register_method
 
@@ -17,7 +18,8 @@ class NoneMethod(Method):
 
     def __init__(self, **params: object) -> None:
         if params:
-            raise_unknown(params)
+            names = ", ".join(sorted(params))
+            raise ConfigError(f"method 'none' takes no parameters (got {names}); drop --method-param")
         super().__init__()
 
     def predict(self, ctx: MethodContext) -> dict[tuple[str, str], ItemPrediction]:
@@ -30,9 +32,3 @@ class NoneMethod(Method):
                 out[(g.id, q.id)] = pred
         return out
 
-
-def raise_unknown(params: dict) -> None:
-    from ..errors import ConfigError
-
-    names = ", ".join(sorted(params))
-    raise ConfigError(f"method 'none' takes no parameters (got {names}); drop --method-param")

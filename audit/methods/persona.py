@@ -57,12 +57,11 @@ class PersonaMethod(Method):
                 specs.append(PromptSpec(question=q, system=text))
                 keys.append((g.id, q.id))
         dists = ctx.scorer.distributions(specs)
+        # auditors want to read the exact prompts: one table of persona texts in the report
+        ctx.extra["method_report"] = {
+            "Persona texts": [
+                {"attribute": g.attribute, "group": g.label, "persona": self.personas.get(g.id) or ""}
+                for g in ctx.groups
+            ]
+        }
         return {k: ItemPrediction(dist=tuple(float(x) for x in d)) for k, d in zip(keys, dists)}
-
-    def method_report(self, ctx: MethodContext) -> dict[str, Any]:
-        """The exact persona text each group was given (auditors want to read the prompts)."""
-        rows = [
-            {"attribute": g.attribute, "group": g.label, "persona": self.personas.get(g.id) or ""}
-            for g in ctx.groups
-        ]
-        return {"Persona texts": rows}

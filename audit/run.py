@@ -1,0 +1,234 @@
+"""``run_audit``: data -> groups -> ground truth -> model -> method -> metrics -> results -> report.
+
+Each stage is a small function so the pipeline reads top to bottom. Everything the
+user can get wrong (method, country, questions, parameters) is checked before
+anything slow happens; then OUT/results.json is marked ``complete: false`` and is
+only rewritten as complete once every figure exists. Scores go through the
+engine's SQLite cache as they are computed, so re-running an interrupted command
+resumes where it stopped and gives the same results.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+from .errors import ConfigError, DataError
+from .methods.base import Method, MethodContext, get_method_class
+from .types import Country, Question
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Clock:
+    """Wall time per stage; reported under the results.json timing fields."""
+
+    start: float = field(default_factory=time.perf_counter)
+    laps: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.laps[f"{name}_s"] = self.laps.get(f"{name}_s", 0.0) + time.perf_counter() - t0
+
+    def summary(self) -> dict[str, float]:
+        return {**self.laps, "total_s": time.perf_counter() - self.start}
+
+
+def _stderr(message: str) -> None:
+    print(f"cvaudit: {message}", file=sys.stderr, flush=True)
+
+
+def make_method(config: RunConfig) -> Method:
+    """Instantiate the method; a bad parameter is a one-line ConfigError, not a TypeError."""
+    cls = get_method_class(config.method)
+    try:
+        return cls(**config.method_kwargs())
+    except TypeError as exc:
+        raise ConfigError(f"bad parameters for method {config.method!r}: {exc}") from None
+
+
+def pick_questions(config: RunConfig) -> list[Question]:
+    from .questions import select_questions
+
+    questions = select_questions(config.questions)
+    if config.limit is not None:
+        questions = questions[: config.limit]
+    if not questions:
+        raise ConfigError(f"question selection {config.questions!r} is empty; try --questions core")
+    return questions
+
+
+def load_data(config: RunConfig, country: Country) -> Any:
+    """The user's WVS file, or the synthetic demo sample when none is given (flagged everywhere)."""
+    from .survey import demo_survey, load_survey
+
+    if config.wvs_file is None:
+        return demo_survey(country.alpha2, seed=0)
+    return load_survey(config.wvs_file, country)
+
+
+def make_groups(config: RunConfig, survey: Any) -> Any:
+    from .subgroups import build_groups
+
+    groupset = build_groups(
+        survey,
+        attributes=list(config.effective_attributes()),
+        intersections=list(config.intersections),
+        min_size=config.min_size,
+    )
+    if not groupset.groups:
+        raise DataError(
+            f"no subgroup has at least {config.min_size} respondents; lower --min-size or choose other --attributes"
+        )
+    return groupset
+
+
+def check_reference(config: RunConfig, groups: Any) -> None:
+    """Fail before scoring when --reference names a group that is not audited."""
+    for attr, label in config.reference:
+        valid = [g.label for g in groups if g.attribute == attr]
+        if not valid:
+            have = sorted({g.attribute for g in groups})
+            raise ConfigError(f"--reference {attr}={label}: attribute {attr!r} is not audited (audited: {', '.join(have)})")
+        if label not in valid:
+            raise ConfigError(f"--reference {attr}={label}: no such group; valid: {', '.join(valid)}")
+
+
+def model_spec(config: RunConfig, method: Method) -> Any:
+    """ModelSpec from the config, then the method's overrides (e.g. an adapter or a checkpoint dir)."""
+    from .models import ModelSpec
+
+    spec = ModelSpec(
+        id=config.model,
+        revision=config.revision,
+        dtype=config.dtype,
+        device=config.device,
+        device_map=config.device_map,
+        trust_remote_code=config.trust_remote_code,
+    )
+    overrides = dict(method.model_overrides() or {})
+    valid = {f.name for f in fields(spec)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ConfigError(f"method {method.name!r} overrides unknown model settings {unknown}; valid: {sorted(valid)}")
+    return replace(spec, **overrides)
+
+
+def make_cache(config: RunConfig) -> Any:
+    if config.no_cache:
+        return None
+    from .cache import ScoreCache
+    from .embedded import cache_root
+
+    return ScoreCache(Path(config.cache) if config.cache else cache_root() / "scores.sqlite")
+
+
+def make_engine(config: RunConfig, loaded: Any, cache: Any) -> Any:
+    from .engine import Engine
+
+    return Engine(loaded, cache=cache, batch_size=config.batch_size, progress=config.progress)
+
+
+def metrics_config(config: RunConfig) -> Any:
+    from cvaudit.metrics import MetricsConfig
+
+    return MetricsConfig(
+        n_boot=config.n_boot, level=config.level, seed=config.seed, tau=config.tau, alpha=config.alpha,
+        reference=config.reference,
+    )  # fmt: skip
+
+
+def render(record: dict, out: Path, formats: tuple[str, ...], log: Log) -> list[Path]:
+    """The HTML/PDF report; skipped with a note if this build has no reports package."""
+    if not formats:
+        return []
+    try:
+        from cvaudit.reports import render_report
+    except ImportError as exc:
+        log(f"report skipped ({exc}); results.json is complete, render later with `cvaudit report`")
+        return []
+    return list(render_report(record, out, formats=formats))
+
+
+def run_audit(config: RunConfig, log: Log | None = None) -> Path:
+    """Run one audit and return the path of its results.json (see docs/results-schema.md)."""
+    from . import results as res
+    from .countries import resolve_country
+
+    say: Log = log if log is not None else (_stderr if config.progress else (lambda _m: None))
+    clock = Clock()
+    out = Path(config.out)
+
+    # 1. everything the user can get wrong, before anything slow
+    method = make_method(config)
+    country = resolve_country(config.country)
+    questions = pick_questions(config)
+    res.write_pending(out, config)
+
+    # 2. survey side
+    with clock("data"):
+        survey = load_data(config, country)
+        groupset = make_groups(config, survey)
+        check_reference(config, groupset.groups)
+        from .groundtruth import ground_truth
+
+        truth = ground_truth(survey, groupset.groups, questions, min_size=config.min_size)
+    if survey.source.synthetic:
+        say("SYNTHETIC DATA: the survey side is cvaudit's synthetic sample, not WVS respondents")
+    say(
+        f"{len(groupset.groups)} groups x {len(questions)} questions ({config.questions}), "
+        f"{len(groupset.suppressed)} groups suppressed (< {config.min_size} respondents)"
+    )
+
+    # 3. model side
+    with clock("load"):
+        from .models import load_model
+
+        loaded = load_model(model_spec(config, method))
+        engine = make_engine(config, loaded, make_cache(config))
+    mcfg = metrics_config(config)
+    ctx = MethodContext(
+        scorer=engine, groups=list(groupset.groups), questions=list(questions), country=country,
+        survey=survey, seed=config.seed,
+        extra={"ground_truth": truth, "config": config, "metrics_config": mcfg},
+    )  # fmt: skip
+    with clock("score"):
+        predictions = method.predict(ctx)
+
+    # 4. figures
+    items = res.build_items(groupset.groups, questions, truth, predictions)
+    if items.empty:
+        raise DataError("every (group, question) cell is suppressed; lower --min-size or choose other questions")
+    with clock("metrics"):
+        from cvaudit.metrics import evaluate
+
+        evaluation = evaluate(items.drop(columns=["extra"]), res.groups_frame(groupset.groups), mcfg)
+
+    # 5. outputs: items first, then the complete results.json, then the report
+    def record() -> dict:
+        return res.assemble(
+            config=config, model_info=dict(loaded.info), method=method, source=survey.source,
+            questions=questions, suppressed=groupset.suppressed, items=items, evaluation=evaluation,
+            timings=clock.summary(), device=res.device_info(loaded), method_report=ctx.extra.get("method_report"),
+        )  # fmt: skip
+
+    res.write_items(items, out)
+    results_path = res.write_results(record(), out)
+    with clock("report"):
+        reports = render(record(), out, config.formats, say)
+    res.write_results(record(), out)  # again, now with the report's timing
+    for path in reports:
+        say(f"report: {path}")
+    say(f"results: {results_path}")
+    return results_path
