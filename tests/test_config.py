@@ -1,0 +1,79 @@
+"""RunConfig: normalisation, round trip through to_dict, and one-line ConfigErrors for bad values."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cvaudit.audit.config import ATTRIBUTES, DEFAULT_ATTRIBUTES, RunConfig
+from cvaudit.audit.errors import ConfigError
+
+
+def test_defaults_are_the_documented_demo_setup():
+    c = RunConfig()
+    assert (c.model, c.method, c.country, c.questions, c.wvs_file) == ("smollm2-135m", "persona", "SG", "core", None)
+    assert (c.min_size, c.n_boot, c.level, c.tau, c.seed) == (30, 1000, 0.95, 0.8, 0)
+    assert c.formats == ("html", "pdf") and c.batch_size == "auto"
+    assert c.effective_attributes() == DEFAULT_ATTRIBUTES
+
+
+def test_cli_style_strings_are_normalised():
+    c = RunConfig(
+        method_params=["b=2", "a=x"], reference=["sex=Female", "age = 25-34"], attributes="sex, age",
+        intersections="sex:age,ethnicity:religion", formats="pdf", limit="5", batch_size="8", min_size="10",
+    )  # fmt: skip
+    assert c.method_params == (("a", "x"), ("b", "2"))
+    assert c.reference == (("age", "25-34"), ("sex", "Female"))
+    assert c.attributes == ("sex", "age")
+    assert c.intersections == ("sex:age", "ethnicity:religion")
+    assert c.formats == ("pdf",)
+    assert (c.limit, c.batch_size, c.min_size) == (5, 8, 10)
+    assert RunConfig(attributes="all").attributes == ATTRIBUTES
+    assert RunConfig(attributes="none").attributes == ("none",)
+
+
+def test_to_dict_is_json_and_round_trips():
+    c = RunConfig(method_params={"alpha": "0,2"}, reference=(("sex", "Male"),), attributes=("sex",), limit=3)
+    d = json.loads(json.dumps(c.to_dict()))
+    assert d["method_params"] == {"alpha": "0,2"} and d["reference"] == {"sex": "Male"}
+    assert d["attributes_effective"] == ["sex"]
+    assert RunConfig.from_dict(d) == c
+    assert set(d) >= {"model", "revision", "dtype", "device", "device_map", "trust_remote_code", "method",
+                      "country", "wvs_file", "questions", "attributes", "intersections", "min_size", "limit",
+                      "batch_size", "seed", "n_boot", "level", "tau", "reference", "out", "cache", "no_cache",
+                      "formats", "progress"}  # fmt: skip
+
+
+def test_frozen():
+    with pytest.raises(AttributeError):
+        RunConfig().seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_size": "x"}, "min_size must be an integer"),
+        ({"min_size": 0}, "min_size must be an integer >= 1"),
+        ({"limit": 2.5}, "limit must be an integer"),
+        ({"n_boot": True}, "n_boot must be an integer"),
+        ({"batch_size": "big"}, "batch_size"),
+        ({"level": 1.0}, "level must be in"),
+        ({"tau": 0}, "tau must be in"),
+        ({"formats": "html,docx"}, "unknown report format 'docx'"),
+        ({"reference": ["sex"]}, "expected attribute=group"),
+        ({"reference": ["sex=Male", "sex=Female"]}, "given twice"),
+        ({"method_params": ["novalue"]}, "expected key=value"),
+        ({"method_params": ["bad key=1"]}, "bad method parameter name"),
+        ({"attributes": "sex,colour"}, "unknown attribute 'colour'"),
+        ({"attributes": ""}, "attributes is empty"),
+        ({"intersections": "sex"}, "bad intersection 'sex'"),
+        ({"intersections": "sex:sex"}, "bad intersection"),
+        ({"dtype": "int8"}, "unknown dtype"),
+        ({"device": "tpu"}, "unknown device"),
+        ({"country": " "}, "country must be a non-empty string"),
+    ],
+)
+def test_bad_values_raise_one_line_config_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        RunConfig(**kwargs)
+    assert "\n" not in str(info.value)
