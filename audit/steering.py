@@ -513,3 +513,91 @@ def load_vectors(path: str | Path, fingerprint: str | None = None, force: bool =
 def file_tag(path: str | Path) -> str:
     """Short content hash of a vectors file, for score-cache tags."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------- one call
+def vectors_digest(vectors: Mapping[str, Mapping[int, Any]]) -> str:
+    """sha256 of the vectors' safetensors bytes: the identity used in cache tags."""
+    from safetensors.torch import save
+
+    tensors = {
+        _tensor_key(i, layer): _as_tensor(per[layer]).float().contiguous()
+        for i, per in enumerate(vectors.values())
+        for layer in sorted(per)
+    }
+    names = json.dumps(list(vectors))
+    return hashlib.sha256(save(tensors, metadata={"names": names})).hexdigest()
+
+
+def fit_steering(
+    model: Any,
+    tokenizer: Any,
+    *,
+    kind: str,
+    bank: Mapping[str, Question],
+    layers: Sequence[int] | None = None,
+    groups: Sequence[Group] = (),
+    persona: Callable[[Group], str | None] | None = None,
+    fraction: float = 0.3,
+    seed: int = 0,
+    holdout: Collection[str] = (),
+    max_calibration: int | None = None,
+    batch_size: int = 8,
+    model_meta: Mapping[str, Any] | None = None,
+    country: Any = None,
+) -> SteeringVectors:
+    """Split the bank, fit ``kind`` vectors on the calibration questions, describe everything.
+
+    ``max_calibration`` caps how many calibration questions are used for fitting
+    (the first ones in seeded-rank order) to bound the cost; the whole
+    calibration split stays excluded from the audit either way.
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"unknown steering kind {kind!r}; use one of: {', '.join(KINDS)}")
+    layers = check_layers(model, layers if layers else [default_layer(model)])
+    ids = list(bank)
+    calibration, _ = calibration_split(ids, fraction, seed, holdout)
+    ranked = sorted(calibration, key=lambda q: hashlib.sha256(f"cvaudit-split:{seed}:{q}".encode()).hexdigest())
+    used = ranked[:max_calibration] if max_calibration else ranked
+    used = [q for q in calibration if q in set(used)]
+    questions = [bank[q] for q in used]
+    meta: dict[str, Any] = {
+        "model": dict(model_meta or {}),
+        "split": {
+            "rule": "rank ids by sha256('cvaudit-split:{seed}:{id}'); the first round(fraction * eligible) are calibration",
+            "seed": seed,
+            "fraction": fraction,
+            "bank_size": len(ids),
+            "holdout": sorted(set(holdout) & set(ids)),
+            "calibration": calibration,
+            "fitted_on": used,
+        },
+        "answer_position": "last prompt token (canonical option order)",
+        "reads": "decoder layer output (residual stream)",
+    }
+    if country is not None:
+        meta["country"] = getattr(country, "alpha2", str(country))
+    if kind == "subgroup":
+        if not groups or persona is None:
+            raise ConfigError("subgroup steering needs groups and their persona texts; pass --attributes")
+        vectors = fit_subgroup_vectors(model, tokenizer, questions, groups, persona, layers, batch_size)
+        meta["groups"] = [
+            {"id": g.id, "attribute": g.attribute, "group": g.label, "n": g.n, "persona": persona(g)} for g in groups
+        ]
+        meta["construction"] = "mean(persona prompt) - mean(neutral prompt, no system text) over the fitted questions"
+        meta["n_prompts"] = len(questions) * (len(groups) + 1)
+    else:
+        vectors = fit_axis_vectors(model, tokenizer, questions, layers, batch_size)
+        meta["axes"] = {
+            name: {
+                "negative_pole": a.negative_pole,
+                "positive_pole": a.positive_pole,
+                "items": [item.id for item in a.items],
+                "negative_persona": a.negative_persona,
+                "positive_persona": a.positive_persona,
+            }
+            for name, a in AXES.items()
+        }
+        meta["construction"] = "mean(positive-pole persona prompt) - mean(negative-pole persona prompt) over the fitted questions"
+        meta["n_prompts"] = len(questions) * 2 * len(AXES)
+    return SteeringVectors(kind=kind, layers=tuple(layers), vectors=vectors, meta=meta)
