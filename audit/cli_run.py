@@ -26,9 +26,13 @@ import click
 
 from .config import FORMATS, RunConfig, split_csv
 
+PREFIX = "method__"  # keeps a method's option names apart from run's own (e.g. steering's alpha vs --alpha)
+
 
 def _method_options() -> dict[str, tuple[click.Option, list[str]]]:
-    """flag name -> (click option, methods declaring it), from every importable method class."""
+    """param name -> (click option renamed PREFIX+name, methods declaring it), from every importable method."""
+    import copy
+
     from .methods.base import available_methods, get_method_class
 
     found: dict[str, tuple[click.Option, list[str]]] = {}
@@ -43,7 +47,9 @@ def _method_options() -> dict[str, tuple[click.Option, list[str]]]:
             if opt.name in found:
                 found[opt.name][1].append(name)
             else:
-                found[opt.name] = (opt, [name])
+                renamed = copy.copy(opt)
+                renamed.name = PREFIX + opt.name
+                found[opt.name] = (renamed, [name])
     return found
 
 
@@ -88,7 +94,7 @@ def _run_callback(**kw: Any) -> None:
     method_params = list(kw.pop("method_param") or ())
     method = kw["method"]
     for flag, (opt, owners) in method_opts.items():
-        value = kw.pop(flag, None)
+        value = kw.pop(PREFIX + flag, None)
         if value is None or value == () or value is False:
             continue
         if method not in owners:

@@ -129,9 +129,8 @@ def make_cache(config: RunConfig) -> Any:
     if config.no_cache:
         return None
     from .cache import ScoreCache
-    from .embedded import cache_root
 
-    return ScoreCache(Path(config.cache) if config.cache else cache_root() / "scores.sqlite")
+    return ScoreCache(config.cache)  # None: the default cache_root()/scores.sqlite
 
 
 def make_engine(config: RunConfig, loaded: Any, cache: Any) -> Any:
