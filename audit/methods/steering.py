@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import click
+
 from ..errors import ConfigError
 from ..types import Group, ItemPrediction, Question
 from .base import Method, MethodContext, PromptSpec, register_method
@@ -71,6 +73,11 @@ def _fmt(alpha: float) -> str:
 @register_method("steering")
 class SteeringMethod(Method):
     per_group = True
+    cli_options = (
+        click.Option(["--steer-vectors", "vectors"], help="Vectors from `cvaudit steer fit` (default: fit on the fly)."),
+        click.Option(["--steer-alpha", "alpha"], help="Steering strength or a comma list to sweep, e.g. 0,2,4,8."),
+        click.Option(["--steer-layer", "layer"], help="Layer(s) of the vectors file to steer (default: all fitted)."),
+    )
 
     def __init__(
         self,
