@@ -283,15 +283,19 @@ def _read_csv(path: Path, want: Sequence[str], country: int) -> tuple[pd.DataFra
 
 
 def _read_dta(path: Path, want: Sequence[str], country: int) -> tuple[pd.DataFrame, list[Any], set[int]]:
+    import warnings
+
     import pandas as pd
 
     try:
-        with pd.read_stata(path, iterator=True, convert_categoricals=False) as reader:
-            names = list(reader.variable_labels())
-        _require_country_col(path, names)
-        cols = _match(names, [*want, *(m.upper() for m in MARKER_COLUMNS)])
-        frame = pd.read_stata(path, columns=list(cols.values()), convert_categoricals=False,
-                              convert_missing=False, preserve_dtypes=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # pandas warns on garbage headers before it raises
+            with pd.read_stata(path, iterator=True, convert_categoricals=False) as reader:
+                names = list(reader.variable_labels())
+            _require_country_col(path, names)
+            cols = _match(names, [*want, *(m.upper() for m in MARKER_COLUMNS)])
+            frame = pd.read_stata(path, columns=list(cols.values()), convert_categoricals=False,
+                                  convert_missing=False, preserve_dtypes=False)
     except DataError:
         raise
     except Exception as exc:  # pandas raises ValueError/struct errors for non-Stata bytes
