@@ -1,0 +1,452 @@
+"""The scoring engine: option log-probabilities for many prompts, fast and reproducibly.
+
+One forward pass per prompt, logits only at the answer position
+(``logits_to_keep=1``), log-softmax over the question's option tokens in float32.
+Work is deduplicated, looked up in the score cache, batched and written back per
+batch. Two execution paths give the same numbers (within 1e-4, tested):
+
+* exact (``prefix_reuse=False``): length-sorted, left-padded batches with explicit
+  position ids: one full prompt per row.
+* prefix reuse (default): a prompt is three segments, persona prefix (shared by
+  every question asked with that system text) | question stem (shared by both
+  option orders) | options and generation prompt. Each distinct segment is run
+  once per batch on top of its parent's key/value cache (DynamicCache rows
+  gathered per child), so shared tokens are computed once. Padding inside the
+  concatenated cache is masked out and positions count real tokens only.
+
+Position debiasing lives in :func:`combine_orders` (one place, reused by methods).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from .cache import ScoreCache, score_key
+from .errors import ConfigError, ModelError
+from .methods.base import PromptSpec
+from .prompts import render_prompts
+
+CPU_BATCH = 32  # compute-bound on CPU: larger batches only add padding
+MAX_GPU_BATCH = 1024
+GPU_MEMORY_SHARE = 0.7  # of the free memory, for activations and the key/value cache
+
+
+def combine_orders(lp_forward: np.ndarray, lp_reverse: np.ndarray) -> np.ndarray:
+    """Debiased distribution from the two option orders (both in canonical order).
+
+    Average the log-probabilities, then renormalise: the normalised geometric mean
+    of the two distributions. A pure position preference ("always the first
+    option") cancels exactly because it multiplies one order's probability of an
+    option by the same factor the other order divides it by; an option both
+    orders agree on keeps its probability. This is DISCA's averaging of the two
+    orders' logit gaps, generalised to K options.
+    """
+    lp = 0.5 * (np.asarray(lp_forward, dtype=np.float64) + np.asarray(lp_reverse, dtype=np.float64))
+    lp -= lp.max()
+    p = np.exp(lp)
+    return p / p.sum()
+
+
+@dataclass
+class _Item:
+    ids: np.ndarray  # int64 token ids
+    options: np.ndarray  # int64 option token ids, display order
+    cuts: tuple[int, int]  # persona_len, prefix_len with 0 < c1 <= c2 < len(ids)
+    key: bytes
+
+
+def _oom_error() -> tuple[type[BaseException], ...]:
+    import torch
+
+    kinds: list[type[BaseException]] = []
+    for cls in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)):
+        if cls is not None and cls not in kinds:
+            kinds.append(cls)
+    return tuple(kinds)
+
+
+def _kv_layers(cache: Any) -> list[tuple[Any, Any]]:
+    if hasattr(cache, "layers"):  # transformers >= 4.56
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))
+
+
+def _select_cache(cache: Any, rows: Any) -> Any:
+    """A new DynamicCache holding the given batch rows (a child per row of its parent prefix)."""
+    from transformers import DynamicCache
+
+    new = DynamicCache()
+    for i, (k, v) in enumerate(_kv_layers(cache)):
+        new.update(k.index_select(0, rows), v.index_select(0, rows), i)
+    return new
+
+
+class Engine:
+    """Scorer (audit/methods/base.py) over a :class:`~cvaudit.audit.models.LoadedModel`."""
+
+    def __init__(
+        self,
+        loaded: Any,
+        cache: ScoreCache | None = None,
+        batch_size: int | str = "auto",
+        progress: bool = True,
+        prefix_reuse: bool = True,
+        distributed: bool | None = None,
+    ) -> None:
+        if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ConfigError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.cache = cache
+        self.batch_size = batch_size
+        self.progress = progress
+        self.prefix_reuse = prefix_reuse
+        if distributed is None:
+            from .distributed import world_size
+
+            distributed = world_size() > 1
+        self.distributed = distributed
+        param = self.model.get_input_embeddings().weight
+        self.device = param.device
+        self.model_key = f"{loaded.fingerprint}|{str(param.dtype).replace('torch.', '')}"
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self._tag: str | None = None
+        self._memory: dict[bytes, np.ndarray] = {}
+        self._working_batch: int | None = None
+        self.stats: dict[str, Any] = {
+            "prompts": 0, "unique": 0, "cached": 0, "computed": 0, "prompt_tokens": 0,
+            "forward_tokens": 0, "forward_passes": 0, "score_s": 0.0, "peak_memory_bytes": None,
+            "batch_size": None,
+        }  # fmt: skip
+
+    # ------------------------------------------------------------------ Scorer
+    @contextmanager
+    def modified(self, tag: str | None) -> Iterator[None]:
+        """Scores inside are cached under ``tag`` (nested tags join with '+')."""
+        previous = self._tag
+        if tag is not None:
+            self._tag = tag if previous is None else f"{previous}+{tag}"
+        try:
+            yield
+        finally:
+            self._tag = previous
+
+    def logprobs(self, specs: Sequence[PromptSpec]) -> list[np.ndarray]:
+        """Log-softmax over each question's option tokens, canonical option order (float64)."""
+        rendered = render_prompts(self.tokenizer, specs)
+        lps = self.score_tokens(
+            [r.input_ids for r in rendered],
+            [r.option_token_ids for r in rendered],
+            [(r.persona_len, r.prefix_len) for r in rendered],
+        )
+        return [r.to_canonical(lp.astype(np.float64)) for r, lp in zip(rendered, lps)]
+
+    def distributions(self, specs: Sequence[PromptSpec]) -> list[np.ndarray]:
+        """Both option orders of every spec (its ``reverse`` is ignored), combined by :func:`combine_orders`."""
+        both = [replace(s, reverse=False) for s in specs] + [replace(s, reverse=True) for s in specs]
+        lps = self.logprobs(both)
+        n = len(specs)
+        return [combine_orders(lps[i], lps[n + i]) for i in range(n)]
+
+    # ------------------------------------------------------------- token level
+    def score_tokens(
+        self,
+        prompts: Sequence[Sequence[int]],
+        option_ids: Sequence[Sequence[int]],
+        cuts: Sequence[tuple[int, int]] | None = None,
+    ) -> list[np.ndarray]:
+        """Option log-probabilities (display order, float32) for token-id prompts.
+
+        ``cuts`` are (persona_len, prefix_len) per prompt, the shared-prefix
+        boundaries; without them a prompt is one segment (no reuse across prompts).
+        """
+        t0 = time.perf_counter()
+        items: list[_Item] = []
+        for i, (ids, opts) in enumerate(zip(prompts, option_ids)):
+            ids_a = np.asarray(ids, dtype=np.int64)
+            n = len(ids_a)
+            if n == 0:
+                raise ModelError("cannot score an empty prompt")
+            c1, c2 = cuts[i] if cuts is not None else (n - 1, n - 1)
+            c1 = min(max(int(c1), 1), n - 1) if n > 1 else 0
+            c2 = min(max(int(c2), c1), n - 1) if n > 1 else 0
+            opts_a = np.asarray(opts, dtype=np.int64)
+            items.append(_Item(ids_a, opts_a, (c1, c2), score_key(self.model_key, self._tag, ids_a, opts_a)))
+        self.stats["prompts"] += len(items)
+        self.stats["prompt_tokens"] += int(sum(len(it.ids) for it in items))
+
+        unique: dict[bytes, _Item] = {}
+        for it in items:
+            unique.setdefault(it.key, it)
+        self.stats["unique"] += len(unique)
+        results: dict[bytes, np.ndarray] = {k: self._memory[k] for k in unique if k in self._memory}
+        missing = [k for k in unique if k not in results]
+        if self.distributed:
+            from . import distributed as dist
+
+            if dist.is_main_process():
+                found = self.cache.get_many(missing) if (self.cache is not None and missing) else {}
+                plan = (found, [k for k in missing if k not in found])
+            else:
+                plan = None
+            found, todo_keys = dist.broadcast(plan)
+        else:
+            found = self.cache.get_many(missing) if (self.cache is not None and missing) else {}
+            todo_keys = [k for k in missing if k not in found]
+        results.update(found)
+        self._memory.update(found)
+        self.stats["cached"] += len(found)
+
+        todo = [unique[k] for k in todo_keys]
+        if self.distributed:
+            from . import distributed as dist
+
+            mine = dist.shard(todo)
+            computed = self._compute(mine)
+            gathered = dist.gather(list(computed.items()))
+            computed = dict(gathered)
+            if dist.is_main_process() and self.cache is not None:
+                self.cache.put_many(computed)  # other ranks' scores too, if their cache file is elsewhere
+            self._memory.update(computed)
+        else:
+            computed = self._compute(todo)
+        results.update(computed)
+        self.stats["computed"] += len(computed)
+        self.stats["score_s"] += time.perf_counter() - t0
+        return [results[it.key] for it in items]
+
+    # ----------------------------------------------------------------- batches
+    def _initial_batch_size(self, items: Sequence[_Item]) -> int:
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        if self._working_batch is not None:
+            return self._working_batch
+        if self.device.type != "cuda":
+            return CPU_BATCH
+        import torch
+
+        cfg = self.model.config
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        hidden = int(getattr(cfg, "hidden_size", 4096))
+        inter = int(getattr(cfg, "intermediate_size", 4 * hidden))
+        layers = int(getattr(cfg, "num_hidden_layers", 32))
+        heads = int(getattr(cfg, "num_attention_heads", 32))
+        kv_heads = int(getattr(cfg, "num_key_value_heads", heads) or heads)
+        head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
+        elt = self.model.get_input_embeddings().weight.element_size()
+        longest = max(len(it.ids) for it in items)
+        per_token = layers * 2 * kv_heads * head_dim * elt + (4 * hidden + 3 * inter) * elt + heads * longest * 4
+        free, _ = torch.cuda.mem_get_info(self.device)
+        budget = int(GPU_MEMORY_SHARE * free / per_token)
+        return max(1, min(MAX_GPU_BATCH, budget // max(longest, 1)))
+
+    def _compute(self, items: list[_Item]) -> dict[bytes, np.ndarray]:
+        """Score items in batches; every finished batch goes to memory and the cache at once."""
+        if not items:
+            return {}
+        import torch
+
+        on_cuda = self.device.type == "cuda"
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        if self.prefix_reuse:
+            items = sorted(items, key=lambda it: (it.ids[: it.cuts[0]].tobytes(), it.ids[: it.cuts[1]].tobytes()))
+        else:
+            items = sorted(items, key=lambda it: -len(it.ids))  # longest first: an OOM shows up at once
+        out: dict[bytes, np.ndarray] = {}
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(items), unit="prompt", desc="scoring", file=sys.stderr, dynamic_ncols=True)
+        bs = self._initial_batch_size(items)
+        oom = _oom_error()
+        pending: tuple[list[_Item], Any] | None = None
+
+        def finish(chunk: list[_Item], lsm: Any) -> None:
+            values = lsm.float().cpu().numpy()
+            done: dict[bytes, np.ndarray] = {}
+            for r, it in enumerate(chunk):
+                row = values[r, : len(it.options)]
+                if not np.isfinite(row).all():
+                    raise ModelError(
+                        f"the model produced NaN/inf logits ({self.model_key.split('|')[-1]}); "
+                        "try --dtype float32 or check the checkpoint"
+                    )
+                done[it.key] = row.astype(np.float32)
+            self._memory.update(done)
+            out.update(done)
+            if self.cache is not None:
+                self.cache.put_many(done)
+            if bar is not None:
+                bar.update(len(chunk))
+
+        i = 0
+        try:
+            with torch.inference_mode():
+                while i < len(items):
+                    chunk = items[i : i + bs]
+                    try:
+                        lsm = self._run_chunk(chunk)
+                    except oom:
+                        if bs == 1:
+                            raise ModelError("out of GPU memory even at batch size 1; use a smaller dtype or device_map") from None
+                        torch.cuda.empty_cache()
+                        bs = max(1, bs // 2)
+                        continue
+                    if pending is not None:
+                        finish(*pending)
+                        pending = None
+                    if on_cuda:  # let the GPU run this batch while the next one is prepared
+                        pending = (chunk, lsm)
+                    else:
+                        finish(chunk, lsm)
+                    i += len(chunk)
+                if pending is not None:
+                    finish(*pending)
+                    pending = None
+        finally:
+            if pending is not None:
+                try:
+                    finish(*pending)  # an interrupt keeps what the GPU already finished
+                except Exception:
+                    pass
+            if bar is not None:
+                bar.close()
+        self._working_batch = bs if self.batch_size == "auto" else None
+        self.stats["batch_size"] = bs
+        if on_cuda:
+            peak = int(torch.cuda.max_memory_allocated(self.device))
+            self.stats["peak_memory_bytes"] = max(peak, self.stats["peak_memory_bytes"] or 0)
+        return out
+
+    def _run_chunk(self, chunk: list[_Item]) -> Any:
+        if self.prefix_reuse:
+            try:
+                return self._run_tree(chunk)
+            except _oom_error():
+                raise
+            except (TypeError, AttributeError, NotImplementedError, ValueError) as exc:
+                warnings.warn(
+                    f"prefix reuse is not supported by this model ({type(exc).__name__}: {exc}); "
+                    "scoring every prompt in full",
+                    stacklevel=2,
+                )
+                self.prefix_reuse = False
+        return self._run_exact(chunk)
+
+    def _forward(self, **kwargs: Any) -> Any:
+        self.stats["forward_passes"] += 1
+        self.stats["forward_tokens"] += int(kwargs["input_ids"].numel())
+        return self.model(**kwargs, logits_to_keep=1)
+
+    def _option_logsoftmax(self, last_logits: Any, chunk: list[_Item]) -> Any:
+        """Log-softmax over each row's option tokens in float32; unused slots of short K are -inf."""
+        import torch
+
+        kmax = max(len(it.options) for it in chunk)
+        idx = np.zeros((len(chunk), kmax), dtype=np.int64)
+        valid = np.zeros((len(chunk), kmax), dtype=bool)
+        for r, it in enumerate(chunk):
+            idx[r, : len(it.options)] = it.options
+            valid[r, : len(it.options)] = True
+        idx_t = torch.from_numpy(idx).to(last_logits.device)
+        valid_t = torch.from_numpy(valid).to(last_logits.device)
+        sel = last_logits.float().gather(1, idx_t).masked_fill(~valid_t, float("-inf"))
+        return torch.log_softmax(sel, dim=-1)
+
+    def _run_exact(self, chunk: list[_Item]) -> Any:
+        """Whole prompts, left-padded; positions count real tokens so padding cannot move them."""
+        import torch
+
+        width = max(len(it.ids) for it in chunk)
+        ids = np.full((len(chunk), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(chunk), width), dtype=np.int64)
+        for r, it in enumerate(chunk):
+            ids[r, width - len(it.ids) :] = it.ids
+            mask[r, width - len(it.ids) :] = 1
+        pos = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+        dev = self.device
+        out = self._forward(
+            input_ids=torch.from_numpy(ids).to(dev),
+            attention_mask=torch.from_numpy(mask).to(dev),
+            position_ids=torch.from_numpy(pos).to(dev),
+            use_cache=False,
+        )
+        return self._option_logsoftmax(out.logits[:, -1, :], chunk)
+
+    def _run_tree(self, chunk: list[_Item]) -> Any:
+        """Three levels (persona | stem | rest); each distinct segment runs once on its parent's KV cache."""
+        import torch
+
+        dev = self.device
+        node_of = np.zeros(len(chunk), dtype=np.int64)  # item -> node at the previous level
+        cache = None
+        mask_prev: Any = None  # [nodes, kv_len] attention mask of the previous level
+        real_prev = np.zeros(1, dtype=np.int64)  # real tokens seen per node
+        logits = None
+        for level in range(3):
+            keys: dict[tuple, int] = {}
+            nodes: list[int] = []  # representative item per node
+            parents: list[int] = []
+            child = np.zeros(len(chunk), dtype=np.int64)
+            for j, it in enumerate(chunk):
+                cut = (0, it.cuts[0], it.cuts[1], len(it.ids))
+                end = cut[level + 1]
+                key = (int(node_of[j]), cut[level], end, it.ids[cut[level] : end].tobytes())
+                if key not in keys:
+                    keys[key] = len(nodes)
+                    nodes.append(j)
+                    parents.append(int(node_of[j]))
+                child[j] = keys[key]
+            segs = []
+            for j in nodes:
+                it = chunk[j]
+                cut = (0, it.cuts[0], it.cuts[1], len(it.ids))
+                segs.append(it.ids[cut[level] : cut[level + 1]])
+            width = max(len(s) for s in segs)
+            if width == 0:  # nothing at this level (e.g. an empty stem): items stay on their parent's row
+                continue
+            ids = np.full((len(nodes), width), self.pad_id, dtype=np.int64)
+            seg_mask = np.zeros((len(nodes), width), dtype=np.int64)
+            for r, s in enumerate(segs):
+                if len(s):
+                    ids[r, width - len(s) :] = s
+                    seg_mask[r, width - len(s) :] = 1
+            parent_idx = np.asarray(parents, dtype=np.int64)
+            base = real_prev[parent_idx] if cache is not None else np.zeros(len(nodes), dtype=np.int64)
+            pos = base[:, None] + np.maximum(np.cumsum(seg_mask, axis=1) - 1, 0)
+            seg_mask_t = torch.from_numpy(seg_mask).to(dev)
+            if cache is None:
+                from transformers import DynamicCache
+
+                cache = DynamicCache()
+                attn = seg_mask_t
+            else:
+                rows = torch.from_numpy(parent_idx).to(dev)
+                cache = _select_cache(cache, rows)
+                attn = torch.cat([mask_prev.index_select(0, rows), seg_mask_t], dim=1)
+            out = self._forward(
+                input_ids=torch.from_numpy(ids).to(dev),
+                attention_mask=attn,
+                position_ids=torch.from_numpy(pos).to(dev),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            mask_prev = attn
+            real_prev = base + seg_mask.sum(axis=1)
+            node_of = child
+            logits = out.logits[:, -1, :]
+        # the last level's nodes are the (deduplicated) prompts themselves
+        rows = torch.from_numpy(node_of).to(dev)
+        return self._option_logsoftmax(logits.index_select(0, rows), chunk)

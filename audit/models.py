@@ -1,0 +1,279 @@
+"""Model loading: a Hugging Face id, a local directory or the embedded SmolLM2.
+
+Everything the audit needs to know about the model afterwards travels in
+:class:`LoadedModel`: the model in eval mode, a left-padding tokenizer with a pad
+token, a fingerprint that identifies the exact weights (part of every cached
+score's key, so a changed checkpoint never reuses old scores) and ``info`` for
+results.json. Problems the user can fix raise :class:`ModelError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+from .io import atomic_write_json
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+DEVICES = ("auto", "cpu", "cuda")
+WEIGHT_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
+FINGERPRINT_SIDECAR = ".cvaudit-fingerprint.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load. ``id`` is an embedded alias, a local directory or a hub id."""
+
+    id: str = "smollm2-135m"
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    device_map: str | dict | None = None
+    trust_remote_code: bool = False
+    adapter: str | None = None
+    allow_pickle: bool = False
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    fingerprint: str
+    info: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> this process's GPU (``cuda:LOCAL_RANK`` under accelerate/torchrun) or ``cpu``."""
+    import torch
+
+    if device not in DEVICES and not str(device).startswith("cuda:"):
+        raise ModelError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return "cpu"
+    if not torch.cuda.is_available():
+        if device == "auto":
+            return "cpu"
+        raise ModelError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    if device == "auto" or device == "cuda":
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """``auto``: bfloat16 on GPUs that support it (else float16), float32 on CPU (bf16 matmuls are slow there)."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+# ------------------------------------------------------------------ local checks
+def _check_safetensors(path: Path) -> None:
+    """Read the header and check the file is long enough: a truncated download fails here, by name."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise ValueError("file shorter than its header")
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8 or n > 100_000_000:
+                raise ValueError("header length out of range")
+            header = json.loads(fh.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + n + end > size:
+            raise ValueError(f"truncated: {size} bytes, header needs {8 + n + end}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"corrupt weight file {path}: {exc}; re-download or re-save the model") from None
+
+
+def weight_files(directory: Path, allow_pickle: bool = False) -> list[Path]:
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if files:
+        return files
+    pickles = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in PICKLE_SUFFIXES)
+    if pickles and not allow_pickle:
+        raise ModelError(
+            f"{directory} has only pickle weights ({pickles[0].name}); they can run code when loaded: "
+            "convert to safetensors or pass --allow-pickle if you trust the file"
+        )
+    if pickles:
+        return pickles
+    raise ModelError(f"model directory {directory} has no weight files (*.safetensors); point --model at a saved model")
+
+
+def check_model_dir(directory: Path, allow_pickle: bool = False) -> list[Path]:
+    """Fail early, naming the file, for the usual broken-directory cases."""
+    if not directory.is_dir():
+        raise ModelError(f"model path {directory} is not a directory")
+    config = directory / "config.json"
+    if not config.is_file():
+        raise ModelError(f"model directory {directory} has no config.json; point --model at a saved model")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"corrupt {config}: {exc}") from None
+    files = weight_files(directory, allow_pickle)
+    for f in files:
+        if f.suffix == ".safetensors":
+            _check_safetensors(f)
+    return files
+
+
+# ------------------------------------------------------------------ fingerprints
+def _sidecar_path(directory: Path) -> Path:
+    if os.access(directory, os.W_OK):
+        return directory / FINGERPRINT_SIDECAR
+    from .embedded import cache_root
+
+    tag = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:24]
+    return cache_root() / "fingerprints" / f"{tag}.json"
+
+
+def weights_fingerprint(directory: Path, files: list[Path]) -> str:
+    """sha256 over the weight files' names and bytes, cached by (size, mtime) so 16 GB is hashed once."""
+    stamp = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
+    side = _sidecar_path(directory)
+    try:
+        cached = json.loads(side.read_text())
+        if cached.get("files") == stamp and isinstance(cached.get("sha256"), str):
+            return "sha256:" + cached["sha256"]
+    except (OSError, ValueError):
+        pass
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+    digest = h.hexdigest()
+    try:
+        atomic_write_json(side, {"files": stamp, "sha256": digest})
+    except OSError:
+        pass  # a read-only place: hash again next time
+    return "sha256:" + digest
+
+
+def _hub_snapshot(model_id: str, revision: str | None) -> tuple[Path, str | None]:
+    """Resolve a hub id to its local snapshot folder (and commit sha) or fail with the offline message."""
+    from transformers.utils import cached_file
+
+    try:
+        cfg = cached_file(model_id, "config.json", revision=revision, local_files_only=hub_offline())
+    except Exception:  # OSError, EnvironmentError, HTTP errors: all mean "cannot get it"
+        cfg = None
+    if cfg is None:
+        raise ModelError(
+            f"cannot load model {model_id}: not found locally and the hub is unreachable/offline "
+            "(check the id and revision, or download it first)"
+        )
+    folder = Path(cfg).parent
+    sha = folder.name if folder.parent.name == "snapshots" else None
+    return folder, sha
+
+
+# ------------------------------------------------------------------------ loading
+def load_model(spec: ModelSpec | None = None) -> LoadedModel:
+    """Load model and tokenizer for scoring; see :class:`ModelSpec`."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .embedded import EMBEDDED_ALIASES, embedded_model_dir
+
+    spec = spec or ModelSpec()
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    embedded = spec.id.lower() in EMBEDDED_ALIASES
+    offline = hub_offline()
+    if embedded:
+        source: Path | str = embedded_model_dir()
+        files = check_model_dir(Path(source), spec.allow_pickle)
+        fingerprint = weights_fingerprint(Path(source), files)
+        is_local = True
+    elif Path(spec.id).expanduser().exists():
+        source = Path(spec.id).expanduser().resolve()
+        files = check_model_dir(source, spec.allow_pickle)
+        fingerprint = weights_fingerprint(source, files)
+        is_local = True
+    else:
+        if spec.id.startswith((".", "/", "~")) or os.sep + os.sep in spec.id:
+            raise ModelError(f"model directory {spec.id} does not exist")
+        folder, sha = _hub_snapshot(spec.id, spec.revision)
+        source = spec.id
+        if sha:
+            fingerprint = f"hub:{spec.id}@{sha}"
+        else:
+            fingerprint = weights_fingerprint(folder, weight_files(folder, spec.allow_pickle))
+        is_local = False
+
+    common: dict[str, Any] = {"trust_remote_code": True} if spec.trust_remote_code else {}
+    if not is_local:
+        common.update(revision=spec.revision, local_files_only=offline)
+    dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    kwargs: dict[str, Any] = dict(common, **{dtype_kw: dtype})
+    if not spec.allow_pickle:
+        kwargs["use_safetensors"] = True
+    if spec.device_map is not None:
+        kwargs["device_map"] = spec.device_map
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source), **common)
+    except Exception as exc:
+        raise ModelError(f"cannot load the tokenizer of {spec.id}: {type(exc).__name__}: {_first_line(exc)}") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(source), **kwargs)
+    except ModelError:
+        raise
+    except Exception as exc:
+        where = f" ({', '.join(f.name for f in files)})" if is_local else ""
+        raise ModelError(f"cannot load model {spec.id}{where}: {type(exc).__name__}: {_first_line(exc)}") from None
+    if spec.device_map is None:
+        model = model.to(device)
+    else:
+        device = str(model.get_input_embeddings().weight.device)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+
+    info: dict[str, Any] = {
+        "id": spec.id,
+        "revision": spec.revision,
+        "fingerprint": fingerprint,
+        "dtype": str(dtype).replace("torch.", ""),
+        "n_parameters": int(sum(p.numel() for p in model.parameters())),
+        "embedded": embedded,
+        "device": device,
+    }
+    if spec.adapter:
+        from cvaudit.audit.adapters import apply_adapter  # owned by the checkpoint engineer
+
+        model, adapter_info = apply_adapter(model, spec)
+        model.eval()
+        info["adapter"] = adapter_info
+        tag = adapter_info.get("fingerprint") if isinstance(adapter_info, dict) else None
+        tag = tag or hashlib.sha256(json.dumps(adapter_info, sort_keys=True, default=str).encode()).hexdigest()
+        fingerprint = f"{fingerprint}+adapter:{tag}"
+        info["fingerprint"] = fingerprint
+    return LoadedModel(model=model, tokenizer=tokenizer, fingerprint=fingerprint, info=info, device=device)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""

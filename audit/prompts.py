@@ -1,0 +1,212 @@
+"""How a question is put to the model, and which tokens are its answer options.
+
+Format (docs/engine.md): the tokenizer's chat template with the persona as the
+system message (when given) and one user message::
+
+    <question text>
+
+    1. <option>
+    2. <option>
+
+    Answer with the number of one option only (1-4).
+
+then the generation prompt. Markers are digits for K <= 9 when "1".."K" are
+distinct single tokens, letters "A".. otherwise. The answer token is the marker in
+the form the model would emit right after the prompt (with or without a leading
+space, whichever tokenises as one token after the prompt's own last token).
+``reverse=True`` lists the options last-to-first with markers re-numbered 1..K in
+display order; ``order`` maps display positions back to canonical options.
+"""
+
+from __future__ import annotations
+
+import string
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelError
+from .methods.base import PromptSpec
+
+DIGITS = tuple(str(i) for i in range(1, 10))
+LETTERS = tuple(string.ascii_uppercase)
+PLAIN_ANSWER_CUE = "Answer:"
+
+
+@dataclass(frozen=True)
+class OptionMarkers:
+    style: str  # "digits" | "letters"
+    labels: tuple[str, ...]  # what the prompt prints, display order
+    token_ids: tuple[int, ...]  # the answer token of each label, display order
+    leading_space: bool  # whether the answer token carries a leading space
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """One prompt ready to score.
+
+    ``prefix_len`` tokens are shared by both option orders of the same
+    (system, question) (system + question stem); ``persona_len`` tokens are
+    shared by every question asked with the same system text. The engine
+    computes those prefixes' key/value states once.
+    """
+
+    text: str
+    input_ids: tuple[int, ...]
+    option_token_ids: tuple[int, ...]  # display order
+    order: tuple[int, ...]  # display position -> canonical option index
+    markers: tuple[str, ...]
+    prefix_len: int
+    persona_len: int
+
+    def to_canonical(self, values_display: np.ndarray) -> np.ndarray:
+        """Reorder per-option values from display order into ``Question.options`` order."""
+        out = np.empty(len(self.order), dtype=np.asarray(values_display).dtype)
+        out[list(self.order)] = values_display
+        return out
+
+
+# --------------------------------------------------------------------- template
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def user_message(question_text: str, options: Sequence[str], markers: Sequence[str], style: str) -> str:
+    lines = [question_text.strip(), ""]
+    lines += [f"{m}. {opt}" for m, opt in zip(markers, options)]
+    what = "number" if style == "digits" else "letter"
+    lines += ["", f"Answer with the {what} of one option only ({markers[0]}-{markers[-1]})."]
+    return "\n".join(lines)
+
+
+def render_text(tokenizer: Any, system: str | None, user: str) -> str:
+    """Chat template with the generation prompt, or the plain-text fallback ending in "Answer:"."""
+    if has_chat_template(tokenizer):
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    head = f"{system.strip()}\n\n" if system else ""
+    return f"{head}{user}\n{PLAIN_ANSWER_CUE}"
+
+
+def encode(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Tokenise rendered prompts in one call (fast tokenizers parallelise it).
+
+    Chat-template text already carries its special tokens; the plain fallback gets
+    the tokenizer's own (e.g. BOS).
+    """
+    if not texts:
+        return []
+    special = not has_chat_template(tokenizer)
+    return [list(x) for x in tokenizer(list(texts), add_special_tokens=special)["input_ids"]]
+
+
+# ----------------------------------------------------------------- option tokens
+_MARKERS: weakref.WeakKeyDictionary | dict = weakref.WeakKeyDictionary()
+
+
+def _memo(tokenizer: Any) -> dict:
+    try:
+        return _MARKERS.setdefault(tokenizer, {})
+    except TypeError:  # not weak-referenceable
+        return {}
+
+
+def _single_tokens(tokenizer: Any, prompt_ids: list[int], prompt: str, labels: Sequence[str], space: bool) -> list[int] | None:
+    """The token each label adds after ``prompt``, or None when any label is not exactly one new token."""
+    texts = [prompt + (" " if space else "") + lab for lab in labels]
+    out = []
+    for ids in encode(tokenizer, texts):
+        if len(ids) != len(prompt_ids) + 1 or ids[: len(prompt_ids)] != prompt_ids:
+            return None
+        out.append(ids[-1])
+    return out if len(set(out)) == len(out) else None
+
+
+def option_markers(tokenizer: Any, k: int) -> OptionMarkers:
+    """Resolve the answer tokens for ``k`` options on this tokenizer (cached per tokenizer)."""
+    memo = _memo(tokenizer)
+    if k in memo:
+        return memo[k]
+    if k < 2 or k > len(LETTERS):
+        raise ModelError(f"questions need 2 to {len(LETTERS)} options, got {k}")
+    probe = render_text(tokenizer, None, "Which option?")
+    probe_ids = encode(tokenizer, [probe])[0]
+    # the form the model emits next: no space after whitespace (chat templates end in "\n"), else " 1"
+    spaces = (False, True) if probe[-1:].isspace() else (True, False)
+    styles = (("digits", DIGITS), ("letters", LETTERS)) if k <= len(DIGITS) else (("letters", LETTERS),)
+    for style, alphabet in styles:
+        labels = alphabet[:k]
+        for space in spaces:
+            ids = _single_tokens(tokenizer, probe_ids, probe, labels, space)
+            if ids is not None:
+                memo[k] = OptionMarkers(style, tuple(labels), tuple(ids), space)
+                return memo[k]
+    raise ModelError(f"tokenizer has no single-token option markers for {k} options")
+
+
+# ---------------------------------------------------------------------- render
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _order(k: int, reverse: bool) -> tuple[int, ...]:
+    return tuple(range(k - 1, -1, -1)) if reverse else tuple(range(k))
+
+
+def _text(tokenizer: Any, spec: PromptSpec, markers: OptionMarkers, reverse: bool) -> str:
+    q = spec.question
+    order = _order(q.k, reverse)
+    user = user_message(q.text, [q.options[i] for i in order], markers.labels, markers.style)
+    return render_text(tokenizer, spec.system, user)
+
+
+def render_prompts(tokenizer: Any, specs: Sequence[PromptSpec]) -> list[RenderedPrompt]:
+    """Render and tokenise many prompts with one tokenizer call (the engine's path)."""
+    markers = [option_markers(tokenizer, s.question.k) for s in specs]
+    texts: dict[str, int] = {}
+
+    def slot(text: str) -> int:
+        return texts.setdefault(text, len(texts))
+
+    own, other = [], []
+    for s, m in zip(specs, markers):
+        own.append(slot(_text(tokenizer, s, m, s.reverse)))
+        other.append(slot(_text(tokenizer, s, m, not s.reverse)))
+    # persona probes: the same system with two user messages that differ at their first character
+    probes: dict[str | None, tuple[int, int]] = {}
+    for s in specs:
+        if s.system not in probes:
+            probes[s.system] = (slot(render_text(tokenizer, s.system, "\x01")), slot(render_text(tokenizer, s.system, "0")))
+    ids = encode(tokenizer, list(texts))
+    text_of = list(texts)
+    out = []
+    for s, m, a, b in zip(specs, markers, own, other):
+        mine = ids[a]
+        n = len(mine)
+        prefix = min(_lcp(mine, ids[b]), n - 1)
+        pa, pb = probes[s.system]
+        persona = min(_lcp(mine, ids[pa]), _lcp(mine, ids[pb]), prefix)
+        out.append(
+            RenderedPrompt(
+                text=text_of[a],
+                input_ids=tuple(mine),
+                option_token_ids=m.token_ids,
+                order=_order(s.question.k, s.reverse),
+                markers=m.labels,
+                prefix_len=prefix,
+                persona_len=persona,
+            )
+        )
+    return out
+
+
+def render_prompt(tokenizer: Any, spec: PromptSpec) -> RenderedPrompt:
+    """Render one prompt; see :func:`render_prompts`."""
+    return render_prompts(tokenizer, [spec])[0]
