@@ -244,3 +244,29 @@ def test_bad_parameters_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="axis"):
         _method(axis="left_right")
     assert _method(alpha="0,2,8").params()["main_alpha"] == 8.0
+
+
+def test_fallback_item_metrics_by_hand_and_against_metrics_package():
+    from cvaudit.audit.methods.steering import item_metrics
+
+    got = item_metrics([0.2, 0.8], [0.6, 0.4], [0], (0.0, 1.0))
+    m, h = np.array([0.2, 0.8]), np.array([0.6, 0.4])
+    mid = (m + h) / 2
+    js = math.sqrt(0.5 * sum(m * np.log2(m / mid)) + 0.5 * sum(h * np.log2(h / mid)))
+    assert got == pytest.approx({"accuracy": 0.0, "nmae": 1.0, "representativeness": 0.6, "similarity": 1 - js})
+    assert item_metrics([0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [2], None)["nmae"] is None
+    item = pytest.importorskip("cvaudit.metrics.item")
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(20):
+        k = int(rng.integers(2, 6))
+        md, hd = rng.dirichlet(np.ones(k)), rng.dirichlet(np.ones(k))
+        rows.append({"model_dist": list(md), "human_dist": list(hd), "human_mode": [int(np.argmax(hd))],
+                     "positions": [float(i) for i in range(k)]})
+    theirs = item.item_metrics(pd.DataFrame(rows))
+    for i, r in enumerate(rows):
+        mine = item_metrics(r["model_dist"], r["human_dist"], r["human_mode"], r["positions"])
+        for name, value in mine.items():
+            assert value == pytest.approx(float(theirs[name].iloc[i]), abs=1e-9)

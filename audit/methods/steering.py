@@ -349,7 +349,7 @@ class SteeringMethod(Method):
         rows = []
         for alpha in self.alphas:
             row: dict[str, Any] = {"alpha": alpha, "main": alpha == self.main_alpha}
-            row.update(_alignment(items, scored[alpha], ctx.groups, seed=ctx.seed))
+            row.update(_alignment(items, scored[alpha]))
             if self.fluency:
                 ppls = []
                 for name in sorted(set(names.values())):
@@ -476,29 +476,27 @@ def _ground_truth_items(ctx: MethodContext, questions: Sequence[Question]) -> li
     return items
 
 
-def _alignment(items: list[dict[str, Any]], scored: dict[tuple[str, str], Any], groups: Sequence[Group], seed: int) -> dict[str, Any]:
-    """Overall alignment metrics over all groups and questions; cvaudit.metrics when available."""
+def _alignment(items: list[dict[str, Any]], scored: dict[tuple[str, str], Any]) -> dict[str, Any]:
+    """Mean item metrics over all groups and questions (cvaudit.metrics.item when installed)."""
     if not items:
         return {m: None for m in METRICS} | {"n_items": 0}
     try:
-        from cvaudit.metrics import MetricsConfig, evaluate
+        from cvaudit.metrics.item import item_metrics as batch_item_metrics
     except ImportError:
-        evaluate = None
-    if evaluate is not None:
+        batch_item_metrics = None
+    if batch_item_metrics is not None:
         import pandas as pd
 
         frame = pd.DataFrame([
-            {"attribute": it["group"].attribute, "group": it["group"].label, "question": it["question"].id,
-             "category": it["question"].category,
-             "positions": list(it["question"].positions) if it["question"].positions else None,
+            {"positions": list(it["question"].positions) if it["question"].positions else None,
              "model_dist": [float(x) for x in scored[(it["group"].id, it["question"].id)]],
              "human_dist": it["human_dist"], "human_mode": it["human_mode"]}
             for it in items
         ])
-        gframe = pd.DataFrame([{"attribute": g.attribute, "group": g.label, "n": g.n, "n_eff": g.n_eff} for g in groups])
-        res = evaluate(frame, gframe, MetricsConfig(n_boot=200, seed=seed))
-        im = res["item_metrics"]
-        return {m: (float(im[m].mean()) if im[m].notna().any() else None) for m in METRICS} | {"n_items": len(items)}
+        im = batch_item_metrics(frame)
+        return {m: (float(im[m].mean()) if m in im and im[m].notna().any() else None) for m in METRICS} | {
+            "n_items": len(items)
+        }
     vals: dict[str, list[float]] = {m: [] for m in METRICS}
     for it in items:
         for m, v in item_metrics(scored[(it["group"].id, it["question"].id)], it["human_dist"], it["human_mode"],
