@@ -1,0 +1,261 @@
+"""``evaluate``: items -> every results.json metric section (docs/results-schema.md, docs/metrics.md).
+
+Pipeline: item metrics (vectorised) -> (groups x questions) matrices -> point
+sums/counts and, with the same code, all paired-bootstrap replicates -> group,
+overall, per-attribute means -> disparity figures per replicate -> flags.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import aggregate as agg
+from .bootstrap import percentile_ci, question_indices, replicate_counts
+from .disparity import FIGURES, best_worst, disparity_figures
+from .flags import choose_reference, flag_attribute
+from .item import batch_from_items, compute_metrics
+from .registry import MetricSpec, metric_specs
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+COUNTRY_ATTRIBUTE = "all"  # the whole-country group (attributes=["none"])
+NOMINAL_NOTE = ("nmae and representativeness need an ordinal scale: nominal questions (positions null) "
+                "have null for them and are left out of those averages")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """How figures are computed; recorded in results.json "bootstrap" and "flags"."""
+
+    n_boot: int = 1000
+    level: float = 0.95
+    seed: int = 0
+    tau: float = 0.8
+    alpha: float = 0.05
+    reference: tuple[tuple[str, str], ...] = ()
+    respondents: bool = False
+    chunk: int = 50  # replicates per block in the respondent bootstrap (bounds memory)
+
+
+def _num(x: Any) -> float | None:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _fig(value: Any, lo: Any = None, hi: Any = None) -> dict[str, Any]:
+    v, a, b = _num(value), _num(lo), _num(hi)
+    return {"value": v, "ci": [a, b] if (v is not None and a is not None and b is not None) else None}
+
+
+def _check(items: pd.DataFrame, groups: pd.DataFrame, config: MetricsConfig) -> None:
+    from cvaudit.audit.errors import ConfigError, DataError
+
+    need = ["attribute", "group", "question", "model_dist", "human_dist"]
+    missing = [c for c in need if c not in items.columns]
+    if missing:
+        raise DataError(f"items frame lacks column(s) {', '.join(missing)}; see docs/metrics.md for the input")
+    gmissing = [c for c in ("attribute", "group") if c not in groups.columns]
+    if gmissing:
+        raise DataError(f"groups frame lacks column(s) {', '.join(gmissing)}; give attribute, group, n, n_eff")
+    if config.n_boot < 0:
+        raise ConfigError(f"n_boot must be >= 0, got {config.n_boot}")
+    if not 0.0 < config.level < 1.0:
+        raise ConfigError(f"level must be between 0 and 1 (e.g. 0.95), got {config.level}")
+    if not 0.0 < config.tau <= 1.0:
+        raise ConfigError(f"tau must be in (0, 1] (e.g. 0.8), got {config.tau}")
+    if not 0.0 < config.alpha < 1.0:
+        raise ConfigError(f"alpha must be between 0 and 1 (e.g. 0.05), got {config.alpha}")
+
+
+def _replicate_sumcounts(
+    items: pd.DataFrame, batch: Any, layout: agg.Layout, specs: dict[str, MetricSpec], weights: np.ndarray,
+    human_replicates: Any, chunk: int,
+) -> dict[str, agg.SumCounts]:  # fmt: skip
+    """Replicate sums/counts per metric when D_H is resampled too: replicate b uses human replicate b."""
+    n_items, n_boot = len(items), weights.shape[0]
+    kmax = batch.model.shape[1]
+    reps = np.zeros((n_items, n_boot, kmax))
+    for i, r in enumerate(human_replicates):
+        r = np.asarray(r, dtype=float)
+        if r.ndim != 2 or r.shape[0] != n_boot or r.shape[1] != int(batch.k[i]):
+            from cvaudit.audit.errors import DataError
+
+            raise DataError(
+                f"human replicate {i} has shape {r.shape}, expected ({n_boot}, {int(batch.k[i])}); "
+                "make them with metrics.bootstrap.respondent_replicates using the same n_boot"
+            )
+        reps[i, :, : r.shape[1]] = r
+    sums = {n: np.zeros((n_boot, len(layout.groups))) for n in specs}
+    counts = {n: np.zeros((n_boot, len(layout.groups))) for n in specs}
+    for b0 in range(0, n_boot, max(chunk, 1)):
+        b1 = min(n_boot, b0 + max(chunk, 1))
+        nb = b1 - b0
+        human = reps[:, b0:b1, :].transpose(1, 0, 2).reshape(nb * n_items, kmax)
+        rep_batch = batch.repeat(nb).with_human(human)
+        values = compute_metrics(rep_batch, list(specs))
+        for name, v in values.items():
+            mat = agg.to_matrix(v.reshape(nb, n_items), layout)
+            sc = agg.sum_counts(mat, weights[b0:b1])
+            sums[name][b0:b1], counts[name][b0:b1] = sc.sums, sc.counts
+    return {n: agg.SumCounts(sums[n], counts[n]) for n in specs}
+
+
+def evaluate(
+    items: pd.DataFrame,
+    groups: pd.DataFrame,
+    config: MetricsConfig | None = None,
+    human_replicates: Sequence[np.ndarray] | np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Every metric section of results.json for ``items`` (one row per (group, question)).
+
+    ``items``: attribute, group, question, category, positions (list|None), model_dist,
+    human_dist, human_mode (extra columns are ignored). ``groups``: attribute, group,
+    n, n_eff (order kept in the output). ``human_replicates`` (one (n_boot, K) array per
+    item row, see :func:`~cvaudit.metrics.bootstrap.item_respondent_replicates`) is used
+    when ``config.respondents`` is True. Returns "item_metrics" (DataFrame aligned
+    with ``items``), "groups", "overall", "categories", "disparity", "flags",
+    "bootstrap" and "metric_notes".
+    """
+    import pandas as pd
+    from cvaudit.audit.errors import ConfigError
+
+    config = config or MetricsConfig()
+    _check(items, groups, config)
+    if config.respondents and human_replicates is None:
+        raise ConfigError("respondent bootstrap requested but no human replicates given; "
+                          "pass human_replicates=item_respondent_replicates(...) or set respondents=False")  # fmt: skip
+    items = items.reset_index(drop=True) if not isinstance(items.index, pd.RangeIndex) else items
+    specs = metric_specs()
+    notes: list[str] = []
+
+    # 1. item metrics
+    batch = batch_from_items(items)
+    values = compute_metrics(batch, list(specs))
+    item_frame = pd.DataFrame(values, index=items.index, columns=list(specs))
+    if len(items) and (~batch.ordinal & batch.valid).any():
+        notes.append(NOMINAL_NOTE)
+    if (~batch.valid).any():
+        notes.append(f"{int((~batch.valid).sum())} item(s) had a missing or empty distribution: all metrics null")
+
+    # 2. grid, point estimates and replicates
+    gkeys = [(str(a), str(g)) for a, g in zip(groups["attribute"], groups["group"])]
+    layout = agg.make_layout(items, gkeys)
+    n_q = len(layout.questions)
+    n_boot = int(config.n_boot) if n_q > 0 else 0
+    idx = question_indices(n_q, n_boot, config.seed)
+    weights = replicate_counts(idx, n_q) if n_boot else np.zeros((0, n_q))
+    matrices = {n: agg.to_matrix(v, layout) for n, v in values.items()}
+    point = {n: agg.sum_counts(m, agg.point_weights(n_q)) for n, m in matrices.items()}
+    use_resp = bool(config.respondents) and n_boot > 0
+    if use_resp:
+        reps = _replicate_sumcounts(items, batch, layout, specs, weights, human_replicates, config.chunk)
+    else:
+        reps = {n: agg.sum_counts(m, weights) for n, m in matrices.items()}
+    if n_q == 1:
+        notes.append("only one question: the question bootstrap cannot vary, so intervals have zero width")
+
+    gmeans = {n: point[n].group_means()[0] for n in specs}
+    rmeans = {n: reps[n].group_means() for n in specs}  # (B, G)
+    gci = {n: percentile_ci(rmeans[n], config.level) for n in specs}
+
+    # 3. overall
+    overall = {}
+    for n in specs:
+        lo, hi = percentile_ci(reps[n].pooled()[:, None], config.level)
+        overall[n] = _fig(point[n].pooled()[0], lo[0], hi[0])
+
+    # 4. disparity and flags per attribute
+    meta = _group_meta(groups, layout)
+    given = dict(config.reference)
+    attr_rows = layout.attribute_rows()
+    unknown = [a for a in given if a not in attr_rows]
+    if unknown:
+        raise ConfigError(f"reference given for unknown attribute(s) {', '.join(unknown)}; "
+                          f"attributes in this audit: {', '.join(attr_rows)}")  # fmt: skip
+    country = [i for i, (a, _g) in enumerate(layout.groups) if a == COUNTRY_ATTRIBUTE]
+    flag_out: dict[int, dict[str, dict]] = {i: {} for i in range(len(layout.groups))}
+    ref_out: dict[str, str] = {}
+    disparity = []
+    first = next(iter(specs))
+    for attr, rows in attr_rows.items():
+        labels = [layout.groups[i][1] for i in rows]
+        sizes = [meta[i]["n"] if point[first].counts[0, i] > 0 else None for i in rows]  # evaluated groups only
+        ref_local = choose_reference(labels, sizes, attr, given)
+        ref_out[attr] = labels[ref_local]
+        if len(rows) < 2:
+            notes.append(f"attribute {attr!r} has a single group: no disparity figures")
+        for n, spec in specs.items():
+            if country and attr != COUNTRY_ATTRIBUTE:
+                o_point, o_reps = gmeans[n][country[0]][None], rmeans[n][:, country[0]]
+            else:
+                o_point, o_reps = point[n].pooled(rows), reps[n].pooled(rows)
+            d_point = disparity_figures(gmeans[n][rows], o_point[0])
+            d_reps = disparity_figures(rmeans[n][:, rows], o_reps)
+            best, worst = best_worst(gmeans[n][rows], spec.higher_is_better)
+            entry: dict[str, Any] = {"attribute": attr, "metric": n}
+            for fig in FIGURES:
+                lo, hi = percentile_ci(d_reps[fig][:, None], config.level)
+                entry[fig] = _fig(d_point[fig], lo[0], hi[0])
+            ol, oh = percentile_ci(o_reps[:, None], config.level)
+            entry["overall"] = _fig(o_point[0], ol[0], oh[0])
+            ranked = best is not None and len(rows) > 1 and bool(d_point["gap"] > 0)  # all equal: no best/worst
+            entry["best_group"] = labels[best] if ranked else None
+            entry["worst_group"] = labels[worst] if ranked else None
+            entry["reference_group"] = labels[ref_local]
+            if len(rows) < 2:
+                entry["note"] = "single group: disparity not defined"
+            elif np.isfinite(gmeans[n][rows]).sum() < 2:
+                entry["note"] = "fewer than two groups with a defined value: disparity not defined"
+            disparity.append(entry)
+            ci_rows = (gci[n][0][rows], gci[n][1][rows])
+            flags = flag_attribute(gmeans[n][rows], rmeans[n][:, rows] if n_boot else None,
+                                   ci_rows if n_boot else None, ref_local, spec.higher_is_better,
+                                   config.tau, config.alpha)  # fmt: skip
+            for i, fl in zip(rows, flags):
+                flag_out[int(i)][n] = {"status": fl.status, "ratio": _num(fl.ratio),
+                                       "p_value": _num(fl.p_value), "p_holm": _num(fl.p_holm)}  # fmt: skip
+
+    groups_out = []
+    for i, (attr, label) in enumerate(layout.groups):
+        groups_out.append({
+            "attribute": attr, "group": label, "n": meta[i]["n"], "n_eff": meta[i]["n_eff"],
+            "metrics": {n: _fig(gmeans[n][i], gci[n][0][i], gci[n][1][i]) for n in specs},
+            "flags": flag_out[i],
+        })  # fmt: skip
+        if not np.isfinite([gmeans[n][i] for n in specs]).any():
+            notes.append(f"group {attr}={label} has no evaluated item: all its metrics are null")
+
+    return {
+        "item_metrics": item_frame,
+        "groups": groups_out,
+        "overall": overall,
+        "categories": agg.category_table(items, values, layout),
+        "disparity": disparity,
+        "flags": {"tau": float(config.tau), "alpha": float(config.alpha), "correction": "holm",
+                  "reference": ref_out},  # fmt: skip
+        "bootstrap": {"unit": "question", "replicates": int(n_boot), "level": float(config.level),
+                      "seed": int(config.seed), "respondents": use_resp},  # fmt: skip
+        "metric_notes": list(dict.fromkeys(notes)),
+    }
+
+
+def _group_meta(groups: pd.DataFrame, layout: agg.Layout) -> list[dict[str, Any]]:
+    """n and n_eff per layout group (None for a group seen only in items)."""
+    info = {}
+    for rec in groups.to_dict(orient="records"):
+        n = rec.get("n")
+        n_eff = rec.get("n_eff")
+        info[(str(rec["attribute"]), str(rec["group"]))] = {
+            "n": int(n) if _num(n) is not None else None,
+            "n_eff": _num(n_eff),
+        }
+    return [info.get(k, {"n": None, "n_eff": None}) for k in layout.groups]
