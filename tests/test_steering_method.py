@@ -270,3 +270,46 @@ def test_fallback_item_metrics_by_hand_and_against_metrics_package():
         mine = item_metrics(r["model_dist"], r["human_dist"], r["human_mode"], r["positions"])
         for name, value in mine.items():
             assert value == pytest.approx(float(theirs[name].iloc[i]), abs=1e-9)
+
+
+# ------------------------------------------------------------------ with the engine
+@pytest.fixture(scope="module")
+def engine_loaded(tiny_llama_dir):
+    models = pytest.importorskip("cvaudit.audit.models")
+    pytest.importorskip("cvaudit.audit.engine")
+    return models.load_model(models.ModelSpec(id=str(tiny_llama_dir), device="cpu", dtype="float32"))
+
+
+def _engine(loaded, **kw):
+    from cvaudit.audit.engine import Engine
+
+    return Engine(loaded, cache=None, batch_size=kw.pop("batch_size", 4), progress=False, **kw)
+
+
+def test_engine_alpha_zero_and_steered_paths_agree(engine_loaded, bank, tmp_path):
+    """Through the real engine: alpha 0 = unsteered (1e-6); prefix-reuse and exact paths agree under steering."""
+    model, tok = engine_loaded.model, engine_loaded.tokenizer
+    sv = fit_steering(model, tok, kind="subgroup", bank=bank, layers=[1], groups=GROUPS, persona=_persona,
+                      fraction=0.3, seed=0, holdout=["Q46", "Q57", "Q8"], max_calibration=2,
+                      model_meta={"fingerprint": engine_loaded.fingerprint})
+    path, _ = save_vectors(sv, tmp_path / "e.safetensors")
+    qs = [bank["Q46"], bank["Q57"], bank["Q8"]]
+    plain = _engine(engine_loaded).distributions([PromptSpec(question=q) for q in qs])
+
+    def run(alpha, **kw):
+        ctx = MethodContext(scorer=_engine(engine_loaded, **kw), groups=GROUPS, questions=qs, country=SG)
+        return _method(vectors=str(path), alpha=alpha, fluency="false", entanglement="false").predict(ctx)
+
+    zero = run("0")
+    for g in GROUPS:
+        for q, p in zip(qs, plain):
+            assert np.max(np.abs(np.array(zero[(g.id, q.id)].dist) - p)) < 1e-6
+    tree, exact = run("6"), run("6", prefix_reuse=False, batch_size=1)
+    moved = 0.0
+    for key in tree:
+        assert np.max(np.abs(np.array(tree[key].dist) - np.array(exact[key].dist))) < 1e-4
+        moved = max(moved, float(np.max(np.abs(np.array(tree[key].dist) - plain[qs.index(bank[key[1]])]))))
+    assert moved > 1e-4
+    # after the method the model is unsteered again: a fresh engine gives the plain numbers exactly
+    again = _engine(engine_loaded).distributions([PromptSpec(question=q) for q in qs])
+    assert all(np.array_equal(a, b) for a, b in zip(again, plain))
