@@ -128,7 +128,7 @@ _RUN_OPTIONS = [
     click.Option(["--country"], default=_D.country, show_default=True, help="Country: alpha-2, alpha-3 or numeric (SG, SGP, 702)."),
     click.Option(["--wvs-file"], default=None, type=click.Path(dir_okay=False), help="Official WVS Wave 7 file (.csv/.dta/.sav/.parquet). Default: synthetic demo sample."),
     click.Option(["--questions"], default=_D.questions, show_default=True, metavar="SET|ID,...", help="Question set (all, core, a category slug) or ids."),
-    click.Option(["--attributes"], default=None, metavar="A,B|all|none", help="Subgroup attributes. Default: sex,age,ethnicity,religion,education,income."),
+    click.Option(["--attributes"], default=None, metavar="A,B|all|none", help="Subgroup attributes. Default: sex,age,ethnicity,religion,education."),
     click.Option(["--intersections"], default=None, metavar="A:B,...", help="Intersectional groups, e.g. sex:age,ethnicity:religion."),
     click.Option(["--min-size"], default=_D.min_size, show_default=True, help="Smallest group (respondents) that gets figures."),
     click.Option(["--limit"], default=None, help="Only the first N questions (quick runs)."),

@@ -18,11 +18,11 @@ FORMATS = ("html", "pdf")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ATTRIBUTES = ("sex", "age", "ethnicity", "religion", "education", "income", "marital", "settlement", "employment")
-#: what ``attributes=None`` audits: seed 003's train-split attributes plus education and
-#: income. With Singapore's synthetic sample that is ~24 groups, which keeps the default
-#: persona run inside 5 minutes on 2 CPU cores (see docs/methods-persona.md); ask for
-#: ``attributes=ATTRIBUTES`` (CLI: ``--attributes all``) to audit all nine.
-DEFAULT_ATTRIBUTES = ("sex", "age", "ethnicity", "religion", "education", "income")
+#: what ``attributes=None`` audits: seed 003's train-split attributes plus education. With
+#: Singapore's synthetic sample that is 22 groups; x 34 core questions x 2 option orders
+#: = 1,496 prompts, what a 5-minute persona run on 2 CPU cores affords (see
+#: docs/methods-persona.md). ``attributes=ATTRIBUTES`` (CLI: ``--attributes all``) audits all nine.
+DEFAULT_ATTRIBUTES = ("sex", "age", "ethnicity", "religion", "education")
 
 
 def split_csv(value: str | Iterable[str] | None) -> tuple[str, ...]:

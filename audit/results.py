@@ -217,13 +217,21 @@ def assemble(
     timings: dict[str, float],
     device: dict[str, Any],
     method_report: dict[str, Any] | None = None,
+    engine_stats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The complete results.json record (docs/results-schema.md)."""
+    """The complete results.json record (docs/results-schema.md).
+
+    ``engine_stats`` (prompts scored, taken from the cache, tokens) go under "timings":
+    they differ between a fresh and a resumed run whose figures are identical.
+    """
     record = header(config)
+    timing_block: dict[str, Any] = {k: round(float(v), 3) for k, v in timings.items()}
+    if engine_stats:
+        timing_block["engine"] = dict(engine_stats)
     record.update(
         {
             "complete": True,
-            "timings": {k: round(float(v), 3) for k, v in timings.items()},
+            "timings": timing_block,
             "device": device,
             "model": model_info,
             "method": {"name": method.name, "params": method.params(), "fingerprint": method.fingerprint()},

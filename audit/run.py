@@ -220,6 +220,7 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
             config=config, model_info=dict(loaded.info), method=method, source=survey.source,
             questions=questions, suppressed=groupset.suppressed, items=items, evaluation=evaluation,
             timings=clock.summary(), device=res.device_info(loaded), method_report=ctx.extra.get("method_report"),
+            engine_stats=getattr(engine, "stats", None),
         )  # fmt: skip
 
     res.write_items(items, out)

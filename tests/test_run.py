@@ -1,0 +1,191 @@
+"""End-to-end `run_audit` on the tiny random Llama and the synthetic Singapore sample.
+
+Model distributions are checked against plain transformers forward passes, survey
+distributions against a hand computation from the respondent frame.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from cvaudit.audit.config import RunConfig
+from cvaudit.audit.io import dumps_json
+from cvaudit.audit.results import strip_timing
+
+ATTRS = ("sex", "religion")
+MIN_SIZE = 40  # suppresses the synthetic sample's "Other Christian" group (36 respondents)
+
+
+def config(tmp, model_dir, **kw) -> RunConfig:
+    base = dict(model=str(model_dir), attributes=ATTRS, min_size=MIN_SIZE, limit=4, n_boot=50,
+                out=str(tmp / "out"), cache=str(tmp / "scores.sqlite"), formats=(), progress=False)  # fmt: skip
+    base.update(kw)
+    return RunConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def persona_run(tmp_path_factory, tiny_llama_dir):
+    import torch
+    from cvaudit.audit.run import run_audit
+
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = config(tmp, tiny_llama_dir)
+    path = run_audit(cfg)
+    return cfg, path, json.loads(path.read_text())
+
+
+def test_results_are_complete_and_follow_the_schema(persona_run):
+    cfg, path, r = persona_run
+    assert path.name == "results.json" and r["complete"] is True and r["schema_version"] == "1"
+    for key in ("tool", "timing_fields", "created_at", "timings", "device", "config", "seed", "model", "method",
+                "data", "questions", "subgroups", "groups", "items", "overall", "categories", "disparity",
+                "flags", "bootstrap"):  # fmt: skip
+        assert key in r, key
+    assert r["config"] == json.loads(json.dumps(cfg.to_dict()))
+    assert r["method"]["name"] == "persona" and r["model"]["id"] == cfg.model
+    assert r["data"]["synthetic"] is True and r["data"]["country"]["alpha2"] == "SG"
+    assert len(r["questions"]["ids"]) == 4 and r["bootstrap"]["replicates"] == 50
+    assert {t["persona"] for t in r["method_report"]["Persona texts"]} >= {"You are a woman living in Singapore."}
+
+
+def test_every_model_dist_sums_to_one_and_choice_is_argmax(persona_run):
+    _, _, r = persona_run
+    assert r["items"]
+    for it in r["items"]:
+        assert len(it["model_dist"]) == len(it["options"])
+        assert abs(sum(it["model_dist"]) - 1.0) < 1e-9
+        assert it["model_choice"] == int(np.argmax(it["model_dist"]))
+
+
+def test_suppressed_groups_never_get_figures(persona_run):
+    _, _, r = persona_run
+    suppressed = {(s["attribute"], s["group"]) for s in r["subgroups"]["suppressed"]}
+    assert ("religion", "Other Christian") in suppressed
+    shown = {(g["attribute"], g["group"]) for g in r["groups"]} | {(i["attribute"], i["group"]) for i in r["items"]}
+    assert not suppressed & shown
+    assert all(s["n"] < MIN_SIZE for s in r["subgroups"]["suppressed"])
+    assert all(i["n"] >= MIN_SIZE for i in r["items"])
+
+
+def test_model_dist_matches_plain_forward_passes(persona_run, tiny_llama_dir):
+    """Recompute two items from scratch: persona text, both option orders, plain forward pass, mean log-prob."""
+    import torch
+    from cvaudit.audit.methods.base import PromptSpec
+    from cvaudit.audit.prompts import render_prompt
+    from cvaudit.audit.questions import load_bank
+    from cvaudit.audit.types import Country, Group
+    from cvaudit.personas.persona import persona_text
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, _, r = persona_run
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    bank = load_bank()
+    sg = Country("SG", "SGP", 702, "Singapore")
+    for it in (r["items"][0], r["items"][-1]):
+        group = Group(it["attribute"], it["group"], ((it["attribute"], it["group"]),), n=1, n_eff=1.0)
+        system = persona_text(group, sg)
+        lps = []
+        for reverse in (False, True):
+            rp = render_prompt(tok, PromptSpec(question=bank[it["question"]], system=system, reverse=reverse))
+            with torch.no_grad():
+                logits = model(torch.tensor([rp.input_ids])).logits[0, -1].double()
+            lp_display = torch.log_softmax(logits[list(rp.option_token_ids)], dim=-1).numpy()
+            lps.append(rp.to_canonical(lp_display))
+        mean = 0.5 * (lps[0] + lps[1])
+        expected = np.exp(mean - mean.max())
+        expected /= expected.sum()
+        np.testing.assert_allclose(it["model_dist"], expected, atol=1e-4)
+
+
+def test_human_dist_matches_hand_computation(persona_run):
+    """Weighted share of each option's raw codes among the group's valid answers."""
+    from cvaudit.audit.questions import load_bank
+    from cvaudit.audit.survey import demo_survey
+
+    _, _, r = persona_run
+    survey = demo_survey("SG")
+    frame = survey.frame
+    sex = {1.0: "Male", 2.0: "Female"}
+    item = next(i for i in r["items"] if i["attribute"] == "sex")
+    q = load_bank()[item["question"]]
+    rows = frame["Q260"].map(sex) == item["group"]
+    answers = frame.loc[rows, q.id]
+    w = survey.weights[rows.to_numpy()]
+    mass = np.array([w[answers.isin(codes).to_numpy()].sum() for codes in q.codes])
+    np.testing.assert_allclose(item["human_dist"], mass / mass.sum(), atol=1e-6)
+    assert item["n"] == int(answers.isin([c for cs in q.codes for c in cs]).sum())
+
+
+def test_item_tables_match_results(persona_run):
+    import pyarrow.parquet as pq
+
+    cfg, _, r = persona_run
+    out = pd.read_csv(f"{cfg.out}/items.csv")
+    table = pq.read_table(f"{cfg.out}/items.parquet").to_pandas()
+    assert len(out) == len(table) == len(r["items"])
+    for k, it in enumerate(r["items"]):
+        assert json.loads(out.model_dist[k]) == pytest.approx(it["model_dist"], abs=1e-12)
+        assert list(table.model_dist[k]) == pytest.approx(it["model_dist"], abs=1e-12)
+        assert (out.group[k], out.question[k]) == (it["group"], it["question"])
+
+
+def test_none_method_gives_every_group_the_same_answer(tmp_path, tiny_llama_dir):
+    from cvaudit.audit.run import run_audit
+
+    r = json.loads(run_audit(config(tmp_path, tiny_llama_dir, method="none", limit=3)).read_text())
+    by_q: dict[str, list] = {}
+    for it in r["items"]:
+        by_q.setdefault(it["question"], []).append(it["model_dist"])
+    assert len(by_q) == 3
+    for dists in by_q.values():
+        assert len(dists) > 2 and all(d == dists[0] for d in dists)
+
+
+def test_same_inputs_give_identical_results(tmp_path, tiny_llama_dir):
+    """Two uncached runs into the same folder: identical bytes apart from the timing fields."""
+    from cvaudit.audit.run import run_audit
+
+    cfg = config(tmp_path, tiny_llama_dir, no_cache=True, limit=3, attributes=("sex", "age"))
+    first = json.loads(run_audit(cfg).read_text())
+    csv_first = (tmp_path / "out" / "items.csv").read_bytes()
+    second = json.loads(run_audit(cfg).read_text())
+    assert first["created_at"] is not None
+    assert dumps_json(strip_timing(first)) == dumps_json(strip_timing(second))
+    assert (tmp_path / "out" / "items.csv").read_bytes() == csv_first
+
+
+def test_whole_country_group(tmp_path, tiny_llama_dir):
+    from cvaudit.audit.run import run_audit
+
+    r = json.loads(run_audit(config(tmp_path, tiny_llama_dir, attributes=("none",), limit=2)).read_text())
+    assert {(g["attribute"], g["group"]) for g in r["groups"]} == {("all", "All respondents")}
+    assert r["method_report"]["Persona texts"][0]["persona"] == "You are a person living in Singapore."
+
+
+def test_unknown_reference_fails_before_scoring(tmp_path, tiny_llama_dir):
+    from cvaudit.audit.errors import ConfigError
+    from cvaudit.audit.run import run_audit
+
+    with pytest.raises(ConfigError, match="valid: Male, Female|valid: Female, Male"):
+        run_audit(config(tmp_path, tiny_llama_dir, reference=(("sex", "Nonbinary"),)))
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["complete"] is False
+
+
+@pytest.mark.slow
+def test_real_smollm2_persona_run(tmp_path):
+    """The embedded model end to end on a few questions (default model id)."""
+    from cvaudit.audit.run import run_audit
+
+    cfg = RunConfig(attributes=("sex",), limit=3, n_boot=100, out=str(tmp_path / "out"),
+                    cache=str(tmp_path / "s.sqlite"), formats=(), progress=False)  # fmt: skip
+    r = json.loads(run_audit(cfg).read_text())
+    assert r["complete"] and r["model"]["embedded"] is True and len(r["items"]) == 6
+    for it in r["items"]:
+        assert abs(sum(it["model_dist"]) - 1) < 1e-9
+    # a real instruction model answers with a peaked distribution on at least one item
+    assert max(max(it["model_dist"]) for it in r["items"]) > 0.5
