@@ -46,18 +46,20 @@ def make_layout(items: pd.DataFrame, group_keys: list[tuple[str, str]]) -> Layou
     """
     from cvaudit.audit.errors import DataError
 
+    attrs = items["attribute"].astype(str).tolist()
+    labels = items["group"].astype(str).tolist()
+    qcol = items["question"].astype(str).tolist()
     keys = list(dict.fromkeys(group_keys))
     seen = set(keys)
-    for key in zip(items["attribute"].astype(str), items["group"].astype(str)):
+    for key in zip(attrs, labels):
         if key not in seen:
             seen.add(key)
             keys.append(key)
     gindex = {k: i for i, k in enumerate(keys)}
-    questions = list(dict.fromkeys(items["question"].astype(str)))
+    questions = list(dict.fromkeys(qcol))
     qindex = {q: i for i, q in enumerate(questions)}
-    row = np.fromiter((gindex[(str(a), str(g))] for a, g in zip(items["attribute"], items["group"])),
-                      dtype=np.int64, count=len(items))  # fmt: skip
-    col = np.fromiter((qindex[str(q)] for q in items["question"]), dtype=np.int64, count=len(items))
+    row = np.fromiter((gindex[k] for k in zip(attrs, labels)), dtype=np.int64, count=len(items))
+    col = np.fromiter((qindex[q] for q in qcol), dtype=np.int64, count=len(items))
     flat = row * max(len(questions), 1) + col
     if len(np.unique(flat)) != len(flat):
         dup = items.loc[items.duplicated(subset=["attribute", "group", "question"]),

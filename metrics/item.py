@@ -90,7 +90,9 @@ def _normalise(dist: np.ndarray, k: np.ndarray) -> np.ndarray:
 def _as_list(value: Any) -> list | None:
     if value is None:
         return None
-    if isinstance(value, float) and np.isnan(value):
+    if isinstance(value, list):
+        return value
+    if isinstance(value, float) and value != value:  # NaN from a frame with missing cells
         return None
     if isinstance(value, str):  # items.csv stores lists as JSON strings
         import json
@@ -131,7 +133,7 @@ def batch_from_lists(
         human[i, :ki] = h
         if p is not None:
             pos[i, :ki] = p
-            pos[i, ki:] = np.max(p)
+            pos[i, ki:] = max(p)
     ordinal = np.isfinite(pos).all(axis=1) & valid
     model = _normalise(model, k)
     human = _normalise(human, k)
@@ -157,10 +159,10 @@ def batch_from_items(items: pd.DataFrame) -> ItemBatch:
     """Items frame (columns model_dist, human_dist, positions, human_mode) -> ItemBatch."""
     has_mode = "human_mode" in items.columns
     return batch_from_lists(
-        list(items["model_dist"]),
-        list(items["human_dist"]),
-        list(items["positions"]) if "positions" in items.columns else None,
-        list(items["human_mode"]) if has_mode else None,
+        items["model_dist"].tolist(),
+        items["human_dist"].tolist(),
+        items["positions"].tolist() if "positions" in items.columns else None,
+        items["human_mode"].tolist() if has_mode else None,
     )
 
 
