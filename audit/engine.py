@@ -79,16 +79,6 @@ def _kv_layers(cache: Any) -> list[tuple[Any, Any]]:
     return list(zip(cache.key_cache, cache.value_cache))
 
 
-def _select_cache(cache: Any, rows: Any) -> Any:
-    """A new DynamicCache holding the given batch rows (a child per row of its parent prefix)."""
-    from transformers import DynamicCache
-
-    new = DynamicCache()
-    for i, (k, v) in enumerate(_kv_layers(cache)):
-        new.update(k.index_select(0, rows), v.index_select(0, rows), i)
-    return new
-
-
 class Engine:
     """Scorer (audit/methods/base.py) over a :class:`~cvaudit.audit.models.LoadedModel`."""
 
@@ -385,68 +375,130 @@ class Engine:
         return self._option_logsoftmax(out.logits[:, -1, :], chunk)
 
     def _run_tree(self, chunk: list[_Item]) -> Any:
-        """Three levels (persona | stem | rest); each distinct segment runs once on its parent's KV cache."""
+        """Three levels (persona | stem | rest); each distinct segment runs once on its parent's KV cache.
+
+        Within a level, segments are split into length buckets (one forward pass
+        each) so short segments are not padded to the longest; the buckets' caches
+        are then left-padded to one length and stacked for the next level.
+        """
         import torch
 
         dev = self.device
-        node_of = np.zeros(len(chunk), dtype=np.int64)  # item -> node at the previous level
-        cache = None
-        mask_prev: Any = None  # [nodes, kv_len] attention mask of the previous level
-        real_prev = np.zeros(1, dtype=np.int64)  # real tokens seen per node
+        node_of = np.zeros(len(chunk), dtype=np.int64)  # item -> row of the previous level's cache
+        kv: list[tuple[Any, Any]] | None = None  # per layer (keys, values), one row per node
+        mask_prev: Any = None  # [nodes, kv_len]
+        real_prev = np.zeros(1, dtype=np.int64)  # real (unpadded) tokens per node so far
         logits = None
         for level in range(3):
             keys: dict[tuple, int] = {}
-            nodes: list[int] = []  # representative item per node
+            segs: list[np.ndarray] = []
             parents: list[int] = []
             child = np.zeros(len(chunk), dtype=np.int64)
             for j, it in enumerate(chunk):
                 cut = (0, it.cuts[0], it.cuts[1], len(it.ids))
-                end = cut[level + 1]
-                key = (int(node_of[j]), cut[level], end, it.ids[cut[level] : end].tobytes())
+                seg = it.ids[cut[level] : cut[level + 1]]
+                key = (int(node_of[j]), cut[level], seg.tobytes())
                 if key not in keys:
-                    keys[key] = len(nodes)
-                    nodes.append(j)
+                    keys[key] = len(segs)
+                    segs.append(seg)
                     parents.append(int(node_of[j]))
                 child[j] = keys[key]
-            segs = []
-            for j in nodes:
-                it = chunk[j]
-                cut = (0, it.cuts[0], it.cuts[1], len(it.ids))
-                segs.append(it.ids[cut[level] : cut[level + 1]])
-            width = max(len(s) for s in segs)
-            if width == 0:  # nothing at this level (e.g. an empty stem): items stay on their parent's row
+            lengths = np.array([len(x) for x in segs], dtype=np.int64)
+            if lengths.max() == 0:  # nothing at this level (e.g. no stem): items stay on their parent's row
                 continue
-            ids = np.full((len(nodes), width), self.pad_id, dtype=np.int64)
-            seg_mask = np.zeros((len(nodes), width), dtype=np.int64)
-            for r, s in enumerate(segs):
-                if len(s):
-                    ids[r, width - len(s) :] = s
-                    seg_mask[r, width - len(s) :] = 1
             parent_idx = np.asarray(parents, dtype=np.int64)
-            base = real_prev[parent_idx] if cache is not None else np.zeros(len(nodes), dtype=np.int64)
-            pos = base[:, None] + np.maximum(np.cumsum(seg_mask, axis=1) - 1, 0)
-            seg_mask_t = torch.from_numpy(seg_mask).to(dev)
-            if cache is None:
-                from transformers import DynamicCache
+            last = level == 2
+            perm_parts, kv_parts, mask_parts, real_parts, logit_parts = [], [], [], [], []
+            for rows in _length_buckets(lengths):
+                width = int(lengths[rows].max())
+                ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+                seg_mask = np.zeros((len(rows), width), dtype=np.int64)
+                for r, n in enumerate(rows):
+                    if lengths[n]:
+                        ids[r, width - lengths[n] :] = segs[n]
+                        seg_mask[r, width - lengths[n] :] = 1
+                par = parent_idx[rows]
+                base = real_prev[par] if kv is not None else np.zeros(len(rows), dtype=np.int64)
+                pos = base[:, None] + np.maximum(np.cumsum(seg_mask, axis=1) - 1, 0)
+                seg_mask_t = torch.from_numpy(seg_mask).to(dev)
+                if kv is None:
+                    from transformers import DynamicCache
 
-                cache = DynamicCache()
-                attn = seg_mask_t
+                    cache = DynamicCache()
+                    attn = seg_mask_t
+                else:
+                    par_t = torch.from_numpy(par).to(dev)
+                    cache = _cache_from([(k.index_select(0, par_t), v.index_select(0, par_t)) for k, v in kv])
+                    attn = torch.cat([mask_prev.index_select(0, par_t), seg_mask_t], dim=1)
+                out = self._forward(
+                    input_ids=torch.from_numpy(ids).to(dev),
+                    attention_mask=attn,
+                    position_ids=torch.from_numpy(pos).to(dev),
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                perm_parts.append(rows)
+                if last:
+                    logit_parts.append(out.logits[:, -1, :])
+                else:
+                    kv_parts.append(_kv_layers(out.past_key_values))
+                    mask_parts.append(attn)
+                    real_parts.append(base + lengths[rows])
+            perm = np.concatenate(perm_parts)
+            inverse = np.empty_like(perm)
+            inverse[perm] = np.arange(len(perm))
+            node_of = inverse[child]
+            if last:
+                logits = torch.cat(logit_parts, dim=0) if len(logit_parts) > 1 else logit_parts[0]
             else:
-                rows = torch.from_numpy(parent_idx).to(dev)
-                cache = _select_cache(cache, rows)
-                attn = torch.cat([mask_prev.index_select(0, rows), seg_mask_t], dim=1)
-            out = self._forward(
-                input_ids=torch.from_numpy(ids).to(dev),
-                attention_mask=attn,
-                position_ids=torch.from_numpy(pos).to(dev),
-                past_key_values=cache,
-                use_cache=True,
-            )
-            cache = out.past_key_values
-            mask_prev = attn
-            real_prev = base + seg_mask.sum(axis=1)
-            node_of = child
-            logits = out.logits[:, -1, :]
-        # the last level's nodes are the (deduplicated) prompts themselves
-        rows = torch.from_numpy(node_of).to(dev)
-        return self._option_logsoftmax(logits.index_select(0, rows), chunk)
+                kv, mask_prev = _stack_caches(kv_parts, mask_parts)
+                real_prev = np.concatenate(real_parts)
+        rows_t = torch.from_numpy(node_of).to(dev)
+        return self._option_logsoftmax(logits.index_select(0, rows_t), chunk)
+
+
+def _length_buckets(lengths: np.ndarray, ratio: float = 0.75, min_rows: int = 8) -> list[np.ndarray]:
+    """Node indices grouped by similar segment length (longest first); few, not-too-small buckets."""
+    order = np.argsort(-lengths, kind="stable")
+    buckets: list[list[int]] = []
+    top = None
+    for n in order:
+        if top is None or (lengths[n] < ratio * top and len(buckets[-1]) >= min_rows):
+            buckets.append([])
+            top = lengths[n]
+        buckets[-1].append(int(n))
+    if len(buckets) > 1 and len(buckets[-1]) < min_rows:  # a small tail joins the previous bucket
+        tail = buckets.pop()
+        buckets[-1].extend(tail)
+    return [np.asarray(b, dtype=np.int64) for b in buckets]
+
+
+def _cache_from(layers: list[tuple[Any, Any]]) -> Any:
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for i, (k, v) in enumerate(layers):
+        cache.update(k, v, i)
+    return cache
+
+
+def _stack_caches(parts: list[list[tuple[Any, Any]]], masks: list[Any]) -> tuple[list[tuple[Any, Any]], Any]:
+    """Stack buckets' caches row-wise, left-padding shorter ones (masked: positions live in the keys' RoPE)."""
+    import torch.nn.functional as F
+
+    if len(parts) == 1:
+        return parts[0], masks[0]
+    width = max(m.shape[1] for m in masks)
+    mask = torch_cat([F.pad(m, (width - m.shape[1], 0)) for m in masks])
+    layers = []
+    for i in range(len(parts[0])):
+        ks = [F.pad(p[i][0], (0, 0, width - p[i][0].shape[2], 0)) for p in parts]
+        vs = [F.pad(p[i][1], (0, 0, width - p[i][1].shape[2], 0)) for p in parts]
+        layers.append((torch_cat(ks), torch_cat(vs)))
+    return layers, mask
+
+
+def torch_cat(xs: list[Any]) -> Any:
+    import torch
+
+    return torch.cat(xs, dim=0)

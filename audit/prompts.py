@@ -42,6 +42,7 @@ class OptionMarkers:
     labels: tuple[str, ...]  # what the prompt prints, display order
     token_ids: tuple[int, ...]  # the answer token of each label, display order
     leading_space: bool  # whether the answer token carries a leading space
+    prompt_suffix: str = ""  # appended to the prompt when the space is a token of its own (" 1" = " ", "1")
 
 
 @dataclass(frozen=True)
@@ -134,15 +135,18 @@ def option_markers(tokenizer: Any, k: int) -> OptionMarkers:
         raise ModelError(f"questions need 2 to {len(LETTERS)} options, got {k}")
     probe = render_text(tokenizer, None, "Which option?")
     probe_ids = encode(tokenizer, [probe])[0]
-    # the form the model emits next: no space after whitespace (chat templates end in "\n"), else " 1"
-    spaces = (False, True) if probe[-1:].isspace() else (True, False)
+    # the form the model emits next: no space after whitespace (chat templates end in "\n"); after
+    # "Answer:" a " 1" token, or, where the space is a token of its own, "1" after a prompt ending in " "
+    forms = [(False, "")] if probe[-1:].isspace() else [(True, ""), (False, " "), (False, "")]
     styles = (("digits", DIGITS), ("letters", LETTERS)) if k <= len(DIGITS) else (("letters", LETTERS),)
     for style, alphabet in styles:
         labels = alphabet[:k]
-        for space in spaces:
-            ids = _single_tokens(tokenizer, probe_ids, probe, labels, space)
+        for space, suffix in forms:
+            base = probe + suffix
+            base_ids = encode(tokenizer, [base])[0] if suffix else probe_ids
+            ids = _single_tokens(tokenizer, base_ids, base, labels, space)
             if ids is not None:
-                memo[k] = OptionMarkers(style, tuple(labels), tuple(ids), space)
+                memo[k] = OptionMarkers(style, tuple(labels), tuple(ids), space, suffix)
                 return memo[k]
     raise ModelError(f"tokenizer has no single-token option markers for {k} options")
 
@@ -164,7 +168,7 @@ def _text(tokenizer: Any, spec: PromptSpec, markers: OptionMarkers, reverse: boo
     q = spec.question
     order = _order(q.k, reverse)
     user = user_message(q.text, [q.options[i] for i in order], markers.labels, markers.style)
-    return render_text(tokenizer, spec.system, user)
+    return render_text(tokenizer, spec.system, user) + markers.prompt_suffix
 
 
 def render_prompts(tokenizer: Any, specs: Sequence[PromptSpec]) -> list[RenderedPrompt]:

@@ -1,0 +1,118 @@
+"""Key/value prefix reuse gives the same scores as scoring every prompt alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from cvaudit.audit.engine import Engine
+from cvaudit.audit.methods.base import PromptSpec
+from cvaudit.audit.models import ModelSpec, load_model
+from cvaudit.audit.prompts import render_prompts
+from cvaudit.audit.types import Question
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llama_dir):
+    torch.set_num_threads(1)
+    return load_model(ModelSpec(id=str(tiny_llama_dir)))
+
+
+def plain(model, prompts, options):
+    out = []
+    with torch.no_grad():
+        for ids, opts in zip(prompts, options):
+            logits = model(input_ids=torch.tensor([list(ids)])).logits[0, -1].float()
+            out.append(torch.log_softmax(logits[list(opts)], -1).numpy())
+    return out
+
+
+def tree_workload(seed=0):
+    """Random token prompts with the audit's structure: persona | stem | options, of varied lengths."""
+    rng = np.random.default_rng(seed)
+    personas = [rng.integers(100, 5000, size=n).tolist() for n in (5, 17, 9)]
+    stems = [rng.integers(100, 5000, size=n).tolist() for n in (3, 11, 6, 1)]
+    prompts, options, cuts = [], [], []
+    for p in personas:
+        for s in stems:
+            for _ in range(2):  # two option orders: different tails after the same stem
+                tail = rng.integers(100, 5000, size=int(rng.integers(1, 9))).tolist()
+                prompts.append(p + s + tail)
+                options.append(rng.choice(np.arange(30, 60), size=int(rng.integers(2, 6)), replace=False).tolist())
+                cuts.append((len(p), len(p) + len(s)))
+    return prompts, options, cuts
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 100])
+def test_tree_matches_plain_on_random_tokens(tiny, batch_size):
+    prompts, options, cuts = tree_workload()
+    ref = plain(tiny.model, prompts, options)
+    e = Engine(tiny, batch_size=batch_size, progress=False, prefix_reuse=True)
+    got = e.score_tokens(prompts, options, cuts)
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, atol=1e-4)
+    if batch_size == 100:  # one batch: every persona once, every stem once, then the tails
+        unique = sum(len(x) for x in {tuple(p[: c1]) for p, (c1, _) in zip(prompts, cuts)})
+        unique += sum(c2 - c1 for (c1, c2) in cuts_with_prefix(prompts, cuts))
+        unique += sum(len(p) - c2 for p, (_, c2) in zip(prompts, cuts))
+        assert e.stats["prompt_tokens"] == sum(len(p) for p in prompts)
+        assert unique <= e.stats["forward_tokens"] < e.stats["prompt_tokens"]
+
+
+def cuts_with_prefix(prompts, cuts):
+    """(c1, c2) of each distinct stem (identified by its whole prefix)."""
+    return {tuple(p[:c2]): (c1, c2) for p, (c1, c2) in zip(prompts, cuts)}.values()
+
+
+def test_degenerate_cuts(tiny):
+    """Empty stems (c1 == c2), cuts at the last token, a one-token prompt, cuts out of range."""
+    rng = np.random.default_rng(1)
+    prompts = [rng.integers(100, 5000, size=n).tolist() for n in (12, 12, 7, 1, 30)]
+    prompts[1][:6] = prompts[0][:6]
+    options = [[40, 41, 42]] * len(prompts)
+    cuts = [(6, 6), (6, 11), (6, 6), (0, 0), (-3, 99)]
+    ref = plain(tiny.model, prompts, options)
+    got = Engine(tiny, batch_size=8, progress=False, prefix_reuse=True).score_tokens(prompts, options, cuts)
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, atol=1e-4)
+
+
+def _audit_specs():
+    qs = [Question(id=f"Q{i}", text=f"Statement {i}: " + "people should be free to decide " * (i % 3 + 1),
+                   options=tuple(f"Level {j}" for j in range(2 + i % 4)), codes=tuple((j,) for j in range(2 + i % 4)),
+                   ordinal=True, category="T") for i in range(5)]  # fmt: skip
+    groups = [None, "You are a woman.", "You are a 45 year old Indian man living in Singapore, married, with a university degree."]
+    return [PromptSpec(q, g) for g in groups for q in qs]
+
+
+def test_distributions_equal_exact_path_and_fewer_tokens(tiny):
+    specs = _audit_specs()
+    exact = Engine(tiny, batch_size=64, progress=False, prefix_reuse=False)
+    reuse = Engine(tiny, batch_size=64, progress=False, prefix_reuse=True)
+    a, b = exact.distributions(specs), reuse.distributions(specs)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, atol=1e-4)
+    # the shared persona and stem tokens are computed once
+    rendered = render_prompts(tiny.tokenizer, [PromptSpec(s.question, s.system, r) for s in specs for r in (False, True)])
+    personas = {r.input_ids[: r.persona_len] for r in rendered}
+    stems = {r.input_ids[: r.prefix_len] for r in rendered}
+    unique_tokens = sum(len(p) for p in personas)
+    unique_tokens += sum(r.prefix_len - r.persona_len for r in rendered[::2])  # one stem per (group, question)
+    unique_tokens += sum(len(r.input_ids) - r.prefix_len for r in rendered)
+    assert len(stems) == len(specs)
+    assert reuse.stats["forward_tokens"] >= unique_tokens  # padding can only add
+    assert reuse.stats["forward_tokens"] < 0.75 * exact.stats["prompt_tokens"]
+
+
+@pytest.mark.slow
+def test_real_smollm2_prefix_reuse(smollm2_dir):
+    torch.set_num_threads(1)
+    lm = load_model(ModelSpec(id=str(smollm2_dir)))
+    specs = _audit_specs()[5:9] + _audit_specs()[10:12]
+    both = [PromptSpec(s.question, s.system, r) for s in specs for r in (False, True)]
+    rendered = render_prompts(lm.tokenizer, both)
+    ref = plain(lm.model, [r.input_ids for r in rendered], [r.option_token_ids for r in rendered])
+    got = Engine(lm, batch_size=16, progress=False, prefix_reuse=True).distributions(specs)
+    for i, d in enumerate(got):
+        lp = 0.5 * (rendered[2 * i].to_canonical(ref[2 * i]) + rendered[2 * i + 1].to_canonical(ref[2 * i + 1]))
+        np.testing.assert_allclose(d, np.exp(lp) / np.exp(lp).sum(), atol=1e-4)

@@ -1,0 +1,115 @@
+"""Model loading: tiny random Llama directories, broken directories, offline hub ids."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from cvaudit.audit.errors import ModelError
+from cvaudit.audit.models import FINGERPRINT_SIDECAR, LoadedModel, ModelSpec, load_model
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    (dst / FINGERPRINT_SIDECAR).unlink(missing_ok=True)
+    return dst
+
+
+def test_load_local_dir(tiny_llama_dir, tmp_path):
+    d = _copy(tiny_llama_dir, tmp_path / "m")
+    lm = load_model(ModelSpec(id=str(d)))
+    assert isinstance(lm, LoadedModel)
+    assert not lm.model.training
+    assert lm.tokenizer.padding_side == "left"
+    assert lm.tokenizer.pad_token_id is not None
+    assert lm.device == "cpu"
+    # fingerprint: sha256 over (name, NUL, bytes) of the weight files, computed here independently
+    h = hashlib.sha256()
+    for f in sorted(d.glob("*.safetensors")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    assert lm.fingerprint == "sha256:" + h.hexdigest()
+    from safetensors import safe_open
+
+    with safe_open(str(d / "model.safetensors"), "pt") as fh:
+        n_params = sum(fh.get_tensor(k).numel() for k in fh.keys())
+    assert lm.info == {
+        "id": str(d), "revision": None, "fingerprint": lm.fingerprint, "dtype": "float32",
+        "n_parameters": n_params, "embedded": False, "device": "cpu",
+    }  # fmt: skip
+
+
+def test_fingerprint_cached_by_size_and_mtime(tiny_llama_dir, tmp_path):
+    d = _copy(tiny_llama_dir, tmp_path / "m")
+    first = load_model(ModelSpec(id=str(d))).fingerprint
+    side = json.loads((d / FINGERPRINT_SIDECAR).read_text())
+    assert "sha256:" + side["sha256"] == first
+    # a matching stamp is trusted (no re-hash) ...
+    side["sha256"] = "0" * 64
+    (d / FINGERPRINT_SIDECAR).write_text(json.dumps(side))
+    assert load_model(ModelSpec(id=str(d))).fingerprint == "sha256:" + "0" * 64
+    # ... a changed file is re-hashed
+    side["files"]["model.safetensors"][1] += 1
+    (d / FINGERPRINT_SIDECAR).write_text(json.dumps(side))
+    assert load_model(ModelSpec(id=str(d))).fingerprint == first
+
+
+def test_dtype_option(tiny_llama_dir):
+    import torch
+
+    lm = load_model(ModelSpec(id=str(tiny_llama_dir), dtype="bfloat16"))
+    assert next(lm.model.parameters()).dtype == torch.bfloat16
+    assert lm.info["dtype"] == "bfloat16"
+    with pytest.raises(ModelError, match="unknown dtype"):
+        load_model(ModelSpec(id=str(tiny_llama_dir), dtype="float8"))
+
+
+def test_missing_dir():
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model(ModelSpec(id="./no/such/model"))
+
+
+def test_missing_config(tiny_llama_dir, tmp_path):
+    d = _copy(tiny_llama_dir, tmp_path / "m")
+    (d / "config.json").unlink()
+    with pytest.raises(ModelError, match="config.json"):
+        load_model(ModelSpec(id=str(d)))
+
+
+def test_corrupt_config(tiny_llama_dir, tmp_path):
+    d = _copy(tiny_llama_dir, tmp_path / "m")
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="config.json"):
+        load_model(ModelSpec(id=str(d)))
+
+
+def test_truncated_weights(tiny_llama_dir, tmp_path):
+    d = _copy(tiny_llama_dir, tmp_path / "m")
+    w = d / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    with pytest.raises(ModelError, match="model.safetensors") as err:
+        load_model(ModelSpec(id=str(d)))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_weights_and_pickle_refused(tiny_llama_dir, tmp_path):
+    d = _copy(tiny_llama_dir, tmp_path / "m")
+    (d / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match="no weight files"):
+        load_model(ModelSpec(id=str(d)))
+    (d / "pytorch_model.bin").write_bytes(b"not really")
+    with pytest.raises(ModelError, match="pickle"):
+        load_model(ModelSpec(id=str(d)))
+
+
+def test_hub_id_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    with pytest.raises(ModelError) as err:
+        load_model(ModelSpec(id="some-org/not-a-cached-model"))
+    msg = str(err.value)
+    assert "cannot load model some-org/not-a-cached-model: not found locally and the hub is unreachable/offline" in msg
+    assert "\n" not in msg

@@ -1,0 +1,103 @@
+"""Prompt rendering and option-token resolution on SmolLM2's tokenizer (and a template-less one)."""
+
+from __future__ import annotations
+
+import pytest
+from cvaudit.audit.errors import ModelError
+from cvaudit.audit.methods.base import PromptSpec
+from cvaudit.audit.prompts import option_markers, render_prompt, render_prompts
+from cvaudit.audit.types import Question
+
+
+def _q(k: int, qid: str = "Q1", text: str = "How important is family in your life?") -> Question:
+    return Question(id=qid, text=text, options=tuple(f"Option {chr(97 + i)}" for i in range(k)),
+                    codes=tuple((i + 1,) for i in range(k)), ordinal=True, category="Test")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tok(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+@pytest.mark.parametrize("k", range(2, 12))
+def test_option_tokens(tok, k):
+    m = option_markers(tok, k)
+    expected = [str(i) for i in range(1, k + 1)] if k <= 9 else [chr(65 + i) for i in range(k)]
+    assert list(m.labels) == expected
+    # "10" is two tokens with this tokenizer, so 10 and 11 options must use letters
+    assert len(tok.encode("10", add_special_tokens=False)) == 2
+    r = render_prompt(tok, PromptSpec(_q(k)))
+    assert list(r.markers) == expected
+    for label, tid in zip(expected, r.option_token_ids):
+        assert f"\n{label}. Option" in r.text
+        # the model's next token after the prompt: prompt text + label tokenises to prompt ids + [tid]
+        ids = tok(r.text + label, add_special_tokens=False)["input_ids"]
+        assert ids == list(r.input_ids) + [tid]
+    assert len(set(r.option_token_ids)) == k
+
+
+def test_chat_template_and_persona(tok):
+    r = render_prompt(tok, PromptSpec(_q(4), system="You are a 30 year old woman living in Singapore."))
+    assert r.text.startswith("<|im_start|>system\nYou are a 30 year old woman living in Singapore.<|im_end|>")
+    assert "Answer with the number of one option only (1-4)." in r.text
+    assert r.text.endswith("<|im_start|>assistant\n")
+    assert list(r.input_ids) == tok(r.text, add_special_tokens=False)["input_ids"]
+
+
+def test_reverse_order_mapping(tok):
+    q = _q(5)
+    fwd, rev = render_prompts(tok, [PromptSpec(q), PromptSpec(q, reverse=True)])
+    assert fwd.order == (0, 1, 2, 3, 4) and rev.order == (4, 3, 2, 1, 0)
+    # the line "m. text" at display position i shows the canonical option order[i]
+    for r in (fwd, rev):
+        for i, m in enumerate(r.markers):
+            assert f"\n{m}. {q.options[r.order[i]]}\n" in r.text
+    import numpy as np
+
+    assert rev.to_canonical(np.array([10.0, 11, 12, 13, 14])).tolist() == [14, 13, 12, 11, 10]
+
+
+def test_shared_prefix_lengths(tok):
+    sys_text = "You are a retired Chinese man living in Singapore."
+    a, b = _q(4, "Q1"), _q(4, "Q2", "Is work important to you?")
+    r1, r1r, r2 = render_prompts(tok, [PromptSpec(a, sys_text), PromptSpec(a, sys_text, True), PromptSpec(b, sys_text)])
+    # both orders share exactly prefix_len tokens (independent tokenisation of both texts)
+    x = tok(r1.text, add_special_tokens=False)["input_ids"]
+    y = tok(r1r.text, add_special_tokens=False)["input_ids"]
+    assert r1.prefix_len == r1r.prefix_len
+    assert x[: r1.prefix_len] == y[: r1.prefix_len] and x[r1.prefix_len] != y[r1.prefix_len]
+    assert "How important is family" in tok.decode(x[: r1.prefix_len])
+    # the persona prefix is common to both questions and ends before the question text
+    assert r1.persona_len == r2.persona_len
+    assert r1.input_ids[: r1.persona_len] == r2.input_ids[: r2.persona_len]
+    head = tok.decode(x[: r1.persona_len])
+    assert sys_text in head and head.endswith("user\n")
+    assert 0 < r1.persona_len < r1.prefix_len < len(r1.input_ids)
+
+
+def test_plain_fallback_without_template(tok, smollm2_dir):
+    from transformers import AutoTokenizer
+
+    plain = AutoTokenizer.from_pretrained(smollm2_dir)
+    plain.chat_template = None
+    r = render_prompt(plain, PromptSpec(_q(3), system="You are a farmer."))
+    assert r.text.startswith("You are a farmer.\n\nHow important")
+    # SmolLM2 writes " 1" as " " + "1": the prompt ends in "Answer: " and the answer token is "1"
+    assert plain.encode(" 1", add_special_tokens=False) == [216, 33]
+    assert r.text.endswith("\nAnswer: ")
+    assert list(r.option_token_ids) == [plain.convert_tokens_to_ids(str(i)) for i in (1, 2, 3)]
+    for label, tid in zip("123", r.option_token_ids):
+        assert plain(r.text + label)["input_ids"] == list(r.input_ids) + [tid]
+
+
+def test_no_single_token_markers():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1, "Answer": 2}, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]")
+    with pytest.raises(ModelError, match="tokenizer has no single-token option markers for 4 options"):
+        option_markers(tok, 4)
