@@ -1,0 +1,431 @@
+"""The audit report as one self-contained HTML page, from results.json alone.
+
+``build_context`` turns a validated record into plain values for the template
+(numbers pre-formatted, charts as inline SVG); ``render_html`` fills
+``templates/report.html.j2`` with autoescape on and StrictUndefined, so a label
+holding markup is shown as text and a field the template expects but the context
+lacks is an error, never an empty cell in a signed report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+from typing import Any
+
+from .charts import ForestRow, forest_plot, heatmap, line_plot
+from .load import higher_is_better, metric_names
+
+METRIC_TITLES = {"accuracy": "Accuracy", "nmae": "NMAE", "representativeness": "Representativeness",
+                 "similarity": "Similarity"}  # fmt: skip
+METRIC_MEANING = {
+    "accuracy": "Share of questions on which the model's most likely answer is one of the group's most common "
+    "(modal) survey answers. 1 = always matches, higher is better.",
+    "nmae": "Normalised mean absolute error: how many scale steps the model's most likely answer lies from the "
+    "group's nearest modal answer, divided by the scale length (0 = same answer, 1 = opposite end). Ordinal "
+    "questions only; lower is better.",
+    "representativeness": "1 minus the Wasserstein (earth-mover) distance between the model's answer "
+    "distribution and the group's, divided by the scale length (OpinionQA). Ordinal questions only; 1 = "
+    "identical distributions, higher is better.",
+    "similarity": "1 minus the Jensen-Shannon distance (base 2) between the model's and the group's answer "
+    "distributions (GlobalOpinionQA). Works for every question; 1 = identical, higher is better.",
+}
+FIGURE_TITLES = {"gap": "Gap (max - min)", "ratio": "Ratio (min / max)", "normalised_range": "Normalised range",
+                 "cv": "Coefficient of variation", "max_abs_to_overall": "Max |group - overall|"}  # fmt: skip
+SYNTHETIC_TEXT = "SYNTHETIC DATA — not World Values Survey respondents; figures illustrate the tool only"
+DIVISIVE_TOP = 10
+
+
+# ------------------------------------------------------------------ formatting
+def num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(float(x)) else None
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    v = num(x)
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def fmt_fig(fig: Any, digits: int = 3) -> str:
+    """'0.412 [0.330, 0.490]' or 'not defined'."""
+    if not isinstance(fig, dict) or num(fig.get("value")) is None:
+        return "not defined"
+    ci = fig.get("ci")
+    if isinstance(ci, list) and len(ci) == 2 and num(ci[0]) is not None and num(ci[1]) is not None:
+        return f"{fmt(fig['value'], digits)} [{fmt(ci[0], digits)},\u00a0{fmt(ci[1], digits)}]"  # breaks only before "["
+    return fmt(fig["value"], digits)
+
+
+def fig_parts(fig: Any) -> tuple[float | None, float | None, float | None]:
+    if not isinstance(fig, dict):
+        return None, None, None
+    ci = fig.get("ci") if isinstance(fig.get("ci"), list) else [None, None]
+    return num(fig.get("value")), num(ci[0]), num(ci[1])
+
+
+def title(metric: str) -> str:
+    return METRIC_TITLES.get(metric, metric.replace("_", " ").capitalize())
+
+
+def results_digest(record: dict[str, Any]) -> str:
+    """sha256 of the record without its timing fields: equal runs give equal digests."""
+    timing = set(record.get("timing_fields") or ("created_at", "timings", "device"))
+    core = {k: v for k, v in record.items() if k not in timing}
+    return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def _scalar(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return fmt(v, 4)
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True, ensure_ascii=False)
+    return str(v)
+
+
+# ------------------------------------------------------------------ sections
+def _meta(record: dict[str, Any], signer: str | None) -> dict[str, Any]:
+    model = record.get("model") or {}
+    method = record.get("method") or {}
+    data = record.get("data") or {}
+    country = data.get("country") or {}
+    qsec = record.get("questions") or {}
+    boot = record.get("bootstrap") or {}
+    cfg = record.get("config") or {}
+    name, role = "", ""
+    if signer:
+        name, _, role = (s.strip() for s in signer.partition(","))
+    model_id = str(model.get("id") or cfg.get("model") or "unknown model")
+    return {
+        "model_id": model_id,
+        "model_rows": [(k, _scalar(model.get(k))) for k in ("id", "revision", "fingerprint", "dtype", "n_parameters",
+                                                             "embedded") if k in model],  # fmt: skip
+        "method_name": str(method.get("name") or cfg.get("method") or "unknown"),
+        "method_params": [(str(k), _scalar(v)) for k, v in sorted((method.get("params") or {}).items())],
+        "method_fingerprint": _scalar(method.get("fingerprint")),
+        "country": str(country.get("name") or cfg.get("country") or "unknown country"),
+        "country_code": str(country.get("alpha2") or cfg.get("country") or ""),
+        "data_rows": [(k, _scalar(data.get(k))) for k in ("path", "format", "sha256", "n_respondents",
+                                                          "weight_column") if k in data],  # fmt: skip
+        "data_notes": [str(n) for n in data.get("notes") or []],
+        "question_set": str(qsec.get("set") or cfg.get("questions") or ""),
+        "n_questions": len(qsec.get("ids") or []),
+        "question_limit": _scalar(qsec.get("limit")),
+        "created_at": str(record.get("created_at") or ""),
+        "tool_version": str((record.get("tool") or {}).get("version") or ""),
+        "schema_version": str(record.get("schema_version")),
+        "digest": results_digest(record),
+        "seed": _scalar(record.get("seed")),
+        "bootstrap": {"unit": str(boot.get("unit") or "question"), "replicates": _scalar(boot.get("replicates")),
+                      "level": num(boot.get("level")) or 0.95, "respondents": bool(boot.get("respondents"))},
+        "signer_name": name,
+        "signer_role": role,
+        "note": str(record.get("note") or ""),
+    }
+
+
+def _attributes(record: dict[str, Any], metrics: list[str]) -> list[dict[str, Any]]:
+    by_attr: dict[str, list[dict]] = defaultdict(list)
+    for g in record.get("groups") or []:
+        by_attr[str(g["attribute"])].append(g)
+    refs = (record.get("flags") or {}).get("reference") or {}
+    out = []
+    for attr, groups in by_attr.items():
+        ref_label = refs.get(attr)
+        ref_vals: dict[str, float | None] = {}
+        rows, table = [], []
+        for g in groups:
+            cells = {}
+            for m in metrics:
+                v, lo, hi = fig_parts((g.get("metrics") or {}).get(m))
+                status = str(((g.get("flags") or {}).get(m) or {}).get("status") or "neutral")
+                cells[m] = (v, lo, hi, status)
+                if g["group"] == ref_label:
+                    ref_vals[m] = v
+            rows.append(ForestRow(str(g["group"]), cells))
+            flags: dict[str, list[str]] = {}
+            for m in metrics:
+                status = ((g.get("flags") or {}).get(m) or {}).get("status")
+                if status in ("favoured", "disfavoured"):
+                    flags.setdefault(str(status), []).append(title(m))
+            table.append({
+                "group": str(g["group"]), "n": _scalar(g.get("n")), "n_eff": fmt(g.get("n_eff"), 1),
+                "reference": g["group"] == ref_label,
+                "cells": [fmt_fig((g.get("metrics") or {}).get(m)) for m in metrics],
+                "flags": [{"status": k, "metrics": ", ".join(v)} for k, v in flags.items()],
+            })  # fmt: skip
+        svg = forest_plot(rows, metrics, ref_vals, {m: title(m) for m in metrics},
+                          caption=f"Forest plot of group metrics for {attr}")  # fmt: skip
+        out.append({"name": attr, "reference": str(ref_label or "—"), "svg": svg, "groups": table})
+    return out
+
+
+def _disparity(record: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for d in record.get("disparity") or []:
+        rows.append({
+            "attribute": str(d.get("attribute")), "metric": title(str(d.get("metric"))),
+            "figures": [fmt_fig(d.get(f)) for f in FIGURE_TITLES],
+            "best": str(d.get("best_group") or "—"), "worst": str(d.get("worst_group") or "—"),
+            "reference": str(d.get("reference_group") or "—"), "note": str(d.get("note") or ""),
+        })  # fmt: skip
+    return rows
+
+
+def _verdict(record: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
+    overall = record.get("overall") or {}
+    orows = [{"metric": title(m), "value": fmt_fig(overall.get(m)),
+              "direction": "higher is better" if higher_is_better(m) else "lower is better"} for m in metrics]  # fmt: skip
+    flagged: dict[str, list[dict[str, str]]] = {"favoured": [], "disfavoured": []}
+    for g in record.get("groups") or []:
+        for m in metrics:
+            fl = (g.get("flags") or {}).get(m) or {}
+            status = fl.get("status")
+            if status in flagged:
+                flagged[status].append({
+                    "attribute": str(g["attribute"]), "group": str(g["group"]), "metric": title(m),
+                    "value": fmt_fig((g.get("metrics") or {}).get(m)), "ratio": fmt(fl.get("ratio")),
+                    "p_holm": fmt(fl.get("p_holm"), 4),
+                })  # fmt: skip
+    # the widest disparity per metric (normalised range), to name the attribute that divides most
+    widest = []
+    for m in metrics:
+        cands = [d for d in record.get("disparity") or [] if d.get("metric") == m
+                 and num((d.get("gap") or {}).get("value")) is not None]  # fmt: skip
+        if cands:
+            d = max(cands, key=lambda d: num(d["gap"]["value"]) or 0.0)
+            widest.append({"metric": title(m), "attribute": str(d["attribute"]), "gap": fmt_fig(d.get("gap")),
+                           "best": str(d.get("best_group") or "—"), "worst": str(d.get("worst_group") or "—")})  # fmt: skip
+    flags = record.get("flags") or {}
+    return {"overall": orows, "favoured": flagged["favoured"], "disfavoured": flagged["disfavoured"],
+            "widest": widest, "tau": fmt(flags.get("tau"), 2), "alpha": fmt(flags.get("alpha"), 2)}  # fmt: skip
+
+
+def _heatmaps(record: dict[str, Any], metrics: list[str]) -> list[dict[str, Any]]:
+    cats = record.get("categories") or []
+    out = []
+    for m in [x for x in ("representativeness", "accuracy") if x in metrics] or metrics[:1]:
+        cells = {(c["attribute"], c["group"], c["category"]): c.get("value") for c in cats if c.get("metric") == m}
+        if not cells or all(num(v) is None for v in cells.values()):
+            continue
+        cols = list(dict.fromkeys(c for (_a, _g, c) in cells))
+        keys = list(dict.fromkeys((a, g) for (a, g, _c) in cells))
+        values = [[cells.get((a, g, c)) for c in cols] for (a, g) in keys]
+        svg = heatmap([f"{a}: {g}" for a, g in keys], cols, values, higher_is_better(m),
+                      caption=f"{title(m)} by group and question category")  # fmt: skip
+        out.append({"metric": title(m), "svg": svg})
+    return out
+
+
+def _divisive(record: dict[str, Any], details: dict[str, dict]) -> dict[str, Any]:
+    """Questions whose human modal answers differ most across groups, and where the model's fit varies most."""
+    by_q: dict[str, list[dict]] = defaultdict(list)
+    for it in record.get("items") or []:
+        if it.get("attribute") != "all":
+            by_q[str(it["question"])].append(it)
+    metric = "representativeness"
+    rows = []
+    for q, its in by_q.items():
+        opts = details.get(q, {}).get("options") or (its[0].get("options") or [])
+        modes: dict[str, list[str]] = defaultdict(list)
+        for it in its:
+            hm = it.get("human_mode") or []
+            label = " / ".join(str(opts[i]) if i < len(opts) else str(i) for i in hm) or "—"
+            modes[label].append(f"{it['attribute']}: {it['group']}")
+        vals = [(num((it.get("metrics") or {}).get(metric)), it) for it in its]
+        if all(v is None for v, _ in vals):
+            vals = [(num((it.get("metrics") or {}).get("similarity")), it) for it in its]
+        defined = [(v, it) for v, it in vals if v is not None]
+        spread = (max(v for v, _ in defined) - min(v for v, _ in defined)) if len(defined) > 1 else None
+        best = max(defined, key=lambda t: t[0])[1] if defined else None
+        worst = min(defined, key=lambda t: t[0])[1] if defined else None
+        rows.append({
+            "id": q, "short": str(details.get(q, {}).get("short") or details.get(q, {}).get("text") or q),
+            "n_modes": len(modes),
+            "modes": [{"answer": a, "groups": ", ".join(gs[:4]) + (f" +{len(gs) - 4}" if len(gs) > 4 else "")}
+                      for a, gs in sorted(modes.items(), key=lambda kv: -len(kv[1]))],
+            "spread": spread, "spread_text": fmt(spread),
+            "best": f"{best['attribute']}: {best['group']}" if best is not None else "—",
+            "worst": f"{worst['attribute']}: {worst['group']}" if worst is not None else "—",
+        })  # fmt: skip
+    rows.sort(key=lambda r: (-r["n_modes"], -(r["spread"] or 0.0), r["id"]))
+    by_modes = rows[:DIVISIVE_TOP]
+    by_fit = sorted(rows, key=lambda r: (-(r["spread"] or -1.0), r["id"]))[:DIVISIVE_TOP]
+    return {"by_modes": by_modes, "by_fit": by_fit}
+
+
+def _plots(report: dict[str, Any], spec: Any) -> list[Any]:
+    """SVG line plots from a method_report "plot" entry: {title, table|x-values, x, y, y2}."""
+    specs = spec if isinstance(spec, list) else [spec]
+    out = []
+    for p in specs:
+        if not isinstance(p, dict):
+            continue
+        table = report.get(p.get("table")) if isinstance(p.get("table"), str) else None
+        x_name = p.get("x")
+        y, y2 = p.get("y") or {}, p.get("y2") or {}
+        if isinstance(table, list) and isinstance(x_name, str):
+            rows = [r for r in table if isinstance(r, dict)]
+            xs = [num(r.get(x_name)) for r in rows]
+            series = {str(c): [num(r.get(c)) for r in rows] for c in (y if isinstance(y, list) else [])}
+            series2 = {str(c): [num(r.get(c)) for r in rows] for c in (y2 if isinstance(y2, list) else [])}
+        elif isinstance(x_name, list):
+            xs = [num(v) for v in x_name]
+            series = {str(k): [num(v) for v in vs] for k, vs in (y.items() if isinstance(y, dict) else [])}
+            series2 = {str(k): [num(v) for v in vs] for k, vs in (y2.items() if isinstance(y2, dict) else [])}
+        else:
+            continue
+        if not series and not series2:
+            continue
+        if not series:
+            series, series2 = series2, {}
+        x_label = str(p.get("x_label") or (x_name if isinstance(x_name, str) else ""))
+        out.append(line_plot(xs, series, series2, str(p.get("title") or ""), x_label))  # type: ignore[arg-type]
+    return out
+
+
+def _method_report(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Generic rendering: lists of flat dicts as tables, dicts as key/value tables, plots as SVG."""
+    report = record.get("method_report")
+    if not isinstance(report, dict):
+        return []
+    sections = []
+    for name, value in report.items():
+        if name in ("plot", "plots"):
+            continue
+        if isinstance(value, list) and all(isinstance(r, dict) for r in value):
+            cols = list(dict.fromkeys(k for r in value for k in r))
+            sections.append({"title": str(name), "columns": [str(c) for c in cols],
+                             "rows": [[_scalar(r.get(c)) for c in cols] for r in value], "text": ""})  # fmt: skip
+        elif isinstance(value, dict):
+            sections.append({"title": str(name), "columns": ["field", "value"],
+                             "rows": [[str(k), _scalar(v)] for k, v in value.items()], "text": ""})  # fmt: skip
+        elif isinstance(value, list):
+            sections.append({"title": str(name), "columns": ["value"], "rows": [[_scalar(v)] for v in value],
+                             "text": ""})  # fmt: skip
+        else:
+            sections.append({"title": str(name), "columns": [], "rows": [], "text": _scalar(value)})
+    for key in ("plot", "plots"):
+        for svg in _plots(report, report.get(key)) if key in report else []:
+            sections.append({"title": "", "columns": [], "rows": [], "text": "", "svg": svg})
+    for s in sections:
+        s.setdefault("svg", "")
+    return sections
+
+
+def _pct(dist: Any, k: int) -> list[str]:
+    vals = [num(x) for x in (dist or [])]
+    return [("—" if v is None else f"{100 * v:.0f}") for v in vals] + ["—"] * max(0, k - len(vals))
+
+
+def _appendix(record: dict[str, Any], details: dict[str, dict], metrics: list[str]) -> list[dict[str, Any]]:
+    by_q: dict[str, list[dict]] = defaultdict(list)
+    for it in record.get("items") or []:
+        by_q[str(it["question"])].append(it)
+    order = list(details) + [q for q in by_q if q not in details]
+    out = []
+    for q in order:
+        d = details.get(q, {})
+        its = by_q.get(q, [])
+        opts = [str(o) for o in (d.get("options") or (its[0].get("options") if its else []) or [])]
+        k = len(opts)
+        rows = []
+        for it in its:
+            modes = set(int(i) for i in it.get("human_mode") or [])
+            choice = it.get("model_choice")
+            rows.append({
+                "group": f"{it['attribute']}: {it['group']}", "n": _scalar(it.get("n")),
+                "human": [{"v": v, "mark": i in modes} for i, v in enumerate(_pct(it.get("human_dist"), k))],
+                "model": [{"v": v, "mark": i == choice} for i, v in enumerate(_pct(it.get("model_dist"), k))],
+                "metrics": [fmt((it.get("metrics") or {}).get(m), 2) for m in metrics],
+            })  # fmt: skip
+        out.append({
+            "id": q, "text": str(d.get("text") or ""), "category": str(d.get("category") or ""),
+            "options": opts, "ordinal": bool(d.get("ordinal", True)), "rows": rows,
+        })  # fmt: skip
+    return out
+
+
+def build_context(
+    record: dict[str, Any], gate: Any = None, signer: str | None = None
+) -> dict[str, Any]:
+    """Every value report.html.j2 uses; missing sections of an incomplete run become empty lists."""
+    metrics = metric_names(record)
+    details = {str(d["id"]): d for d in (record.get("questions") or {}).get("details") or [] if "id" in d}
+    data = record.get("data") or {}
+    meta = _meta(record, signer)
+    suppressed = (record.get("subgroups") or {}).get("suppressed") or []
+    policy = None
+    if gate is not None:
+        policy = {
+            "passed": bool(gate.passed), "name": str(gate.policy_name),
+            "n_checks": len(gate.checks), "breaches": [c.message for c in gate.checks if c.status == "fail"],
+        }  # fmt: skip
+    return {
+        "meta": meta,
+        "synthetic": bool(data.get("synthetic", False)),
+        "synthetic_text": SYNTHETIC_TEXT,
+        "incomplete": record.get("complete") is not True,
+        "metrics": [{"name": m, "title": title(m), "meaning": METRIC_MEANING.get(m, "A metric registered by a "
+                     "plug-in; see its documentation."),
+                     "direction": "higher is better" if higher_is_better(m) else "lower is better"}
+                    for m in metrics],  # fmt: skip
+        "metric_titles": [title(m) for m in metrics],
+        "figure_titles": list(FIGURE_TITLES.values()),
+        "verdict": _verdict(record, metrics),
+        "policy": policy,
+        "attributes": _attributes(record, metrics),
+        "disparity": _disparity(record),
+        "heatmaps": _heatmaps(record, metrics),
+        "divisive": _divisive(record, details),
+        "method_report": _method_report(record),
+        "appendix": _appendix(record, details, metrics),
+        "suppressed": [{"attribute": str(s.get("attribute")), "group": str(s.get("group")), "n": _scalar(s.get("n"))}
+                       for s in suppressed],  # fmt: skip
+        "notes": [str(n) for n in record.get("metric_notes") or []],
+        "persona_method": meta["method_name"] == "persona",
+        "css": "",
+    }
+
+
+def environment() -> Any:
+    """The jinja2 environment over the cvaudit.templates package (autoescape, StrictUndefined)."""
+    from importlib import resources
+
+    import jinja2
+
+    root = resources.files("cvaudit.templates")
+
+    def load(name: str) -> str | None:
+        res = root.joinpath(name)
+        return res.read_text(encoding="utf-8") if res.is_file() else None
+
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(load),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def stylesheet(name: str = "report.css") -> str:
+    from importlib import resources
+
+    return resources.files("cvaudit.templates").joinpath(name).read_text(encoding="utf-8")
+
+
+def render_template(name: str, context: dict[str, Any]) -> str:
+    """Render a template; a missing context field raises (StrictUndefined) instead of printing blank."""
+    ctx = dict(context)
+    ctx["css"] = stylesheet()
+    return environment().get_template(name).render(**ctx)
+
+
+def render_html(record: dict[str, Any], gate: Any = None, signer: str | None = None) -> str:
+    return render_template("report.html.j2", build_context(record, gate=gate, signer=signer))

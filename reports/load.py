@@ -1,0 +1,95 @@
+"""Read and validate results.json before anything is rendered, gated or exported.
+
+Reports are signed by compliance teams, so a truncated, foreign or unfinished file
+must be refused with one clear line rather than rendered with silent blanks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cvaudit.audit.errors import DataError
+
+SCHEMA_VERSION = "1"
+# sections a complete run always has (docs/results-schema.md)
+REQUIRED_COMPLETE = ("model", "method", "data", "questions", "groups", "items", "overall", "disparity",
+                     "flags", "bootstrap")  # fmt: skip
+
+
+def read_results(source: dict | str | os.PathLike) -> tuple[dict[str, Any], str]:
+    """The parsed record and a short name for messages (the path, or "results" for a dict)."""
+    if isinstance(source, dict):
+        return source, "results"
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"results file {os.fspath(path)!r} not found; give the results.json written by `cvaudit run`")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{os.fspath(path)} is not valid JSON ({exc}); re-run `cvaudit run` to rewrite it") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{os.fspath(path)} is not a cvaudit results object; give the results.json of `cvaudit run`")
+    return record, os.fspath(path)
+
+
+def load_results(source: dict | str | os.PathLike, allow_incomplete: bool = False) -> dict[str, Any]:
+    """Validated results record: right schema_version, complete (unless allowed), required sections present.
+
+    Raises DataError (exit code 2 in the CLI) with a one-line reason otherwise.
+    """
+    record, name = read_results(source)
+    version = record.get("schema_version")
+    if version is None:
+        raise DataError(f"{name} has no schema_version: not a cvaudit results.json")
+    if str(version) != SCHEMA_VERSION:
+        raise DataError(
+            f"{name} has schema_version {version!r}; this cvaudit reads {SCHEMA_VERSION!r} "
+            "(re-run the audit with this version or use the matching cvaudit)"
+        )
+    complete = record.get("complete")
+    if complete is not True and not allow_incomplete:
+        raise DataError(
+            f"{name} is from an incomplete run (complete={json.dumps(complete)}); finish the run by re-running "
+            "the same command, or pass --allow-incomplete to render it with an INCOMPLETE RUN banner"
+        )
+    if complete is True:
+        missing = [k for k in REQUIRED_COMPLETE if k not in record]
+        if missing:
+            raise DataError(f"{name} is marked complete but lacks {', '.join(missing)}; the file is damaged, re-run")
+        for key in ("groups", "items", "disparity"):
+            if not isinstance(record[key], list):
+                raise DataError(f"{name}: {key!r} must be a list; the file is damaged, re-run the audit")
+        for key in ("model", "method", "data", "questions", "overall", "flags", "bootstrap"):
+            if not isinstance(record[key], dict):
+                raise DataError(f"{name}: {key!r} must be an object; the file is damaged, re-run the audit")
+        for i, g in enumerate(record["groups"]):
+            if not isinstance(g, dict) or not {"attribute", "group", "metrics"} <= set(g):
+                raise DataError(f"{name}: groups[{i}] lacks attribute/group/metrics; the file is damaged, re-run")
+    return record
+
+
+def metric_names(record: dict[str, Any]) -> list[str]:
+    """Metrics present in this record, in the order results.json lists them."""
+    names: dict[str, None] = {}
+    for m in (record.get("overall") or {}):
+        names[m] = None
+    for g in record.get("groups") or []:
+        for m in g.get("metrics") or {}:
+            names[m] = None
+    return list(names)
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction from the metric registry; unknown (plug-in) metrics default to higher-is-better."""
+    try:
+        from cvaudit.metrics import metric_specs
+
+        specs = metric_specs()
+        if metric in specs:
+            return bool(specs[metric].higher_is_better)
+    except ImportError:  # pragma: no cover - metrics is part of every build
+        pass
+    return metric not in ("nmae",)

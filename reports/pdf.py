@@ -1,0 +1,30 @@
+"""PDF from the report's own HTML through WeasyPrint (the same page, print CSS applies).
+
+WeasyPrint is an optional dependency (extra "pdf"); without it the PDF is refused
+with a one-line fix instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from cvaudit.audit.errors import ConfigError
+from cvaudit.audit.io import atomic_write_bytes
+
+
+def html_to_pdf_bytes(html: str) -> bytes:
+    try:
+        import weasyprint
+    except ImportError:
+        raise ConfigError("PDF output needs WeasyPrint: pip install 'cvaudit[pdf]', or use --format html") from None
+    # WeasyPrint logs every unsupported CSS property at WARNING; the report's CSS is known, keep the CLI quiet
+    for name in ("weasyprint", "fontTools"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return weasyprint.HTML(string=html, base_url=None).write_pdf()
+
+
+def write_pdf(html: str, path: str | os.PathLike) -> Path:
+    """Render ``html`` to ``path`` atomically (no half-written PDF on interruption)."""
+    return atomic_write_bytes(path, html_to_pdf_bytes(html))
