@@ -108,21 +108,61 @@ def item_respondent_replicates(
 
     ``survey`` is a SurveyData, ``groups`` the Group objects (their ``index`` gives the
     respondents), ``questions`` the Question objects; answers are mapped to options
-    with the ground truth's own code mapping, so replicate b of every item is an
-    independent resample of that group's respondents.
+    with the ground truth's own code mapping. Replicate b resamples each group's
+    respondents once (with replacement) and uses that draw for all of the group's
+    questions, as a respondent brings all their answers; each question then keeps the
+    drawn respondents with a valid answer and takes weighted shares. One matrix
+    product per group: multiplicities (n_boot x members) @ weighted one-hot answers.
     """
     from cvaudit.audit.groundtruth import option_index
 
     rng = np.random.default_rng([seed, 1])
-    by_group = {(g.attribute, g.label): g for g in groups}
     by_q = {q.id: q for q in questions}
     weights = np.asarray(survey.weights, dtype=float)
-    out: list[np.ndarray] = []
-    for attr, label, qid in zip(items["attribute"], items["group"], items["question"]):
-        g, q = by_group[(attr, label)], by_q[qid]
-        rows = np.asarray(g.index, dtype=np.int64)
-        vals = (survey.frame[qid].to_numpy(dtype=float)[rows] if qid in survey.frame.columns
-                else np.full(rows.shape, np.nan))  # fmt: skip
-        codes = option_index(vals, q).astype(float)
-        out.append(respondent_replicates(codes, weights[rows], q.k, n_boot, rng))
-    return out
+    n_resp = len(survey.frame)
+    codes = {}
+    for qid in dict.fromkeys(items["question"].astype(str)):
+        q = by_q[qid]
+        vals = survey.frame[qid].to_numpy(dtype=float) if qid in survey.frame.columns else np.full(n_resp, np.nan)
+        codes[qid] = option_index(vals, q)
+    wanted: dict[tuple[str, str], list[int]] = {}
+    for i, key in enumerate(zip(items["attribute"].astype(str), items["group"].astype(str))):
+        wanted.setdefault(key, []).append(i)
+    out: list[np.ndarray | None] = [None] * len(items)
+    qcol = items["question"].astype(str).tolist()
+    for g in groups:
+        rows_items = wanted.get((str(g.attribute), str(g.label)))
+        if not rows_items:
+            continue
+        members = np.asarray(g.index, dtype=np.int64)
+        n = members.shape[0]
+        if n == 0 or n_boot <= 0:
+            for i in rows_items:
+                out[i] = np.full((max(n_boot, 0), by_q[qcol[i]].k), np.nan)
+            continue
+        draw = rng.integers(0, n, size=(n_boot, n))
+        mult = np.bincount((draw + np.arange(n_boot)[:, None] * n).ravel(), minlength=n_boot * n)
+        mult = mult.reshape(n_boot, n).astype(float)
+        qids = [qcol[i] for i in rows_items]
+        ks = [by_q[q].k for q in qids]
+        offsets = np.concatenate([[0], np.cumsum(ks)])
+        onehot = np.zeros((n, int(offsets[-1])))
+        w = weights[members]
+        for j, qid in enumerate(qids):
+            c = codes[qid][members]
+            ok = c >= 0
+            onehot[np.flatnonzero(ok), offsets[j] + c[ok]] = w[ok]
+        sums = mult @ onehot
+        for j, i in enumerate(rows_items):
+            block = sums[:, offsets[j] : offsets[j + 1]]
+            total = block.sum(axis=1, keepdims=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[i] = np.where(total > 0, block / total, np.nan)
+    from cvaudit.audit.errors import DataError
+
+    missing = [i for i, r in enumerate(out) if r is None]
+    if missing:
+        i = missing[0]
+        raise DataError(f"no Group object for item group {items['attribute'].iloc[i]}={items['group'].iloc[i]}; "
+                        "pass the same groups the items were built from")  # fmt: skip
+    return out  # type: ignore[return-value]

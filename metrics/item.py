@@ -193,9 +193,12 @@ def nmae(b: ItemBatch) -> np.ndarray:
 def wasserstein1(b: ItemBatch) -> np.ndarray:
     """W1 between D_M and D_H on the ordinal positions (integral of |CDF_M - CDF_H|)."""
     pos = np.where(np.isfinite(b.positions), b.positions, 0.0)
-    order = np.argsort(pos, axis=1, kind="stable")
-    p = np.take_along_axis(pos, order, axis=1)
-    diff = np.take_along_axis(b.model - b.human, order, axis=1)
+    diff = b.model - b.human
+    if (np.diff(pos, axis=1) < 0).any():  # WVS positions are already ascending; sort only when needed
+        order = np.argsort(pos, axis=1, kind="stable")
+        pos = np.take_along_axis(pos, order, axis=1)
+        diff = np.take_along_axis(diff, order, axis=1)
+    p = pos
     cdf = np.cumsum(diff, axis=1)[:, :-1]
     return np.sum(np.abs(cdf) * np.diff(p, axis=1), axis=1)
 

@@ -152,5 +152,15 @@ def test_item_respondent_replicates_from_a_survey():
     items = pd.DataFrame({"attribute": ["sex", "sex"], "group": ["A", "B"], "question": ["Q1", "Q1"]})
     reps = item_respondent_replicates(items, survey, [ga, gb], [q], n_boot=300, seed=0)
     assert reps[0].shape == (300, 2)
-    np.testing.assert_allclose(reps[1], np.tile([1.0, 0.0], (300, 1)))  # B's valid answers are all code 1
+    # B's valid answers are all code 1; a draw of only its non-answering member has no D_H (NaN row)
+    finite = np.isfinite(reps[1]).all(axis=1)
+    np.testing.assert_allclose(reps[1][finite], np.tile([1.0, 0.0], (finite.sum(), 1)))
+    assert 0.9 < finite.mean() < 1.0  # (1/3)^3 of draws pick member 3 three times
     assert reps[0][:, 0].mean() == pytest.approx(1 / 3, abs=0.05)  # codes 2 and 3 both map to option b
+    # A and B were resampled independently, but all questions of one group share the draw
+    q2 = Question(id="Q2", text="t", options=("a", "b"), codes=((1,), (2, 3)), ordinal=True, category="c",
+                  positions=(0.0, 1.0))  # fmt: skip
+    survey.frame["Q2"] = survey.frame["Q1"]
+    two = pd.DataFrame({"attribute": ["sex"] * 2, "group": ["A"] * 2, "question": ["Q1", "Q2"]})
+    r1, r2 = item_respondent_replicates(two, survey, [ga], [q, q2], n_boot=50, seed=0)
+    np.testing.assert_allclose(r1[:, 0], r2[:, 0])  # same respondents, same code-1 share
