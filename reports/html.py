@@ -429,3 +429,45 @@ def render_template(name: str, context: dict[str, Any]) -> str:
 
 def render_html(record: dict[str, Any], gate: Any = None, signer: str | None = None) -> str:
     return render_template("report.html.j2", build_context(record, gate=gate, signer=signer))
+
+
+# ------------------------------------------------------------------ compare
+def _change_row(entry: dict[str, Any]) -> dict[str, str]:
+    return {"base": fmt_fig(entry.get("base")), "other": fmt_fig(entry.get("other")),
+            "change": fmt_fig(entry.get("change")), "reduction": fmt_fig(entry.get("reduction"))}  # fmt: skip
+
+
+def compare_context(result: dict[str, Any]) -> dict[str, Any]:
+    """Values for compare.html.j2 from a compare.json record."""
+    def side(s: dict[str, Any]) -> dict[str, str]:
+        return {"model": str(s.get("model") or "—"), "method": str(s.get("method") or "—"),
+                "fingerprint": str(s.get("fingerprint") or "—"), "path": str(s.get("path") or ""),
+                "created_at": str(s.get("created_at") or ""), "params": _scalar(s.get("params"))}  # fmt: skip
+
+    disp = []
+    for d in result.get("disparity") or []:
+        verdict = "widened" if d.get("widened") else ("narrowed" if d.get("narrowed") else "no clear change")
+        disp.append({"attribute": str(d["attribute"]), "metric": title(str(d["metric"])),
+                     "figure": FIGURE_TITLES.get(str(d["figure"]), str(d["figure"])), "verdict": verdict,
+                     **_change_row(d)})  # fmt: skip
+    groups = [{"attribute": str(g["attribute"]), "group": str(g["group"]), "metric": title(str(g["metric"])),
+               **_change_row(g)} for g in result.get("groups") or []]  # fmt: skip
+    overall = [{"metric": title(str(o["metric"])), **_change_row(o)} for o in result.get("overall") or []]
+    country = result.get("country") or {}
+    boot = result.get("bootstrap") or {}
+    b, o = result.get("base") or {}, result.get("other") or {}
+    return {
+        "base": side(b), "other": side(o),
+        "country": str(country.get("name") or ""),
+        "n_questions": _scalar(result.get("n_questions")),
+        "replicates": _scalar(boot.get("replicates")), "level": num(boot.get("level")) or 0.95,
+        "overall": overall, "groups": groups, "disparity": disp,
+        "n_widened": len(result.get("widened") or []),
+        "notes": [str(n) for n in result.get("notes") or []],
+        "synthetic": bool(b.get("synthetic") or o.get("synthetic")),
+        "synthetic_text": SYNTHETIC_TEXT, "incomplete": False,
+    }  # fmt: skip
+
+
+def render_compare_html(result: dict[str, Any]) -> str:
+    return render_template("compare.html.j2", compare_context(result))

@@ -1,0 +1,100 @@
+"""click commands: ``cvaudit report``, ``compare``, ``gate`` and ``export`` (all from results.json alone).
+
+Bad input raises CVAuditError, which ``cvaudit.audit.cli.main`` prints as one line
+with exit code 2; ``gate`` itself exits 1 on a breach and 0 on a pass.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+FILE = click.Path(dir_okay=False, path_type=Path)  # existence checked by the loaders (one-line errors, exit 2)
+
+
+@click.command()
+@click.argument("results", type=FILE)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory. Default: the folder of RESULTS.")
+@click.option("--format", "formats", default="html,pdf", show_default=True, metavar="html,pdf", help="Report formats.")
+@click.option("--policy", type=FILE, default=None, help="Gate policy YAML: adds a pass/fail verdict to the report.")
+@click.option("--signer", default=None, metavar='"NAME, ROLE"', help="Pre-fill the sign-off block.")
+@click.option("--allow-incomplete", is_flag=True, help="Render a run marked complete=false, with an INCOMPLETE RUN banner.")
+def report(results: Path, out: Path | None, formats: str, policy: Path | None, signer: str | None,
+           allow_incomplete: bool) -> None:  # fmt: skip
+    """Render the HTML/PDF audit report from RESULTS (a results.json)."""
+    from . import check_formats, render_report
+
+    fmts = check_formats(formats)
+    if not fmts:
+        raise click.UsageError("--format needs at least one of html, pdf")
+    paths = render_report(results, out if out is not None else results.parent, fmts, policy=policy, signer=signer,
+                          allow_incomplete=allow_incomplete)  # fmt: skip
+    for p in paths:
+        click.echo(f"report: {p}")
+
+
+@click.command()
+@click.argument("base", type=FILE)
+@click.argument("other", type=FILE)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("cvaudit-compare"),
+              show_default=True, help="Output directory (compare.json, compare.html, compare.pdf).")
+@click.option("--format", "formats", default="html,pdf", show_default=True, metavar="html,pdf",
+              help="Report formats besides compare.json (empty string for JSON only).")
+@click.option("--n-boot", type=click.IntRange(min=0), default=None, help="Replicates. Default: BASE's.")
+@click.option("--seed", type=int, default=None, help="Bootstrap seed. Default: BASE's.")
+def compare(base: Path, other: Path, out: Path, formats: str, n_boot: int | None, seed: int | None) -> None:
+    """Compare OTHER with BASE (OTHER - BASE) with paired bootstrap intervals over questions."""
+    from . import check_formats, compare_results
+
+    result = compare_results(base, other, out, check_formats(formats), n_boot=n_boot, seed=seed)
+    for o in result["overall"]:
+        ch = o["change"]
+        ci = f" [{ch['ci'][0]:+.3f}, {ch['ci'][1]:+.3f}]" if ch.get("ci") else ""
+        val = "n/a" if ch["value"] is None else f"{ch['value']:+.3f}"
+        click.echo(f"{o['metric']}: change {val}{ci}")
+    widened = result["widened"]
+    click.echo(f"disparity widened: {len(widened)} figure(s)"
+               + (": " + ", ".join(f"{d['attribute']}/{d['metric']}/{d['figure']}" for d in widened[:8])
+                  if widened else ""))  # fmt: skip
+    click.echo(f"compare: {out / 'compare.json'}")
+
+
+@click.command()
+@click.argument("results", type=FILE)
+@click.option("--policy", type=FILE, required=True, help="Policy YAML (see examples/policy.yaml).")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write JUnit XML (one testcase per check).")
+@click.option("--quiet", is_flag=True, help="Print only breaches and the verdict.")
+def gate(results: Path, policy: Path, junit: Path | None, quiet: bool) -> None:
+    """Check RESULTS against POLICY: exit 0 pass, 1 breach, 2 bad input."""
+    from cvaudit.audit.io import atomic_write_text
+
+    from .gate import gate as run
+    from .gate import junit_xml, publish_github
+
+    result = run(results, policy)
+    for c in result.checks:
+        if c.status == "fail" or not quiet:
+            click.echo(f"{c.status.upper():4}  {c.message}")
+    if junit is not None:
+        atomic_write_text(junit, junit_xml(result))
+    publish_github(result, dict(os.environ), echo=click.echo)
+    verdict = "PASS" if result.passed else f"FAIL ({len(result.breaches)} breach(es))"
+    click.echo(f"gate: {verdict} — policy {result.policy_name}, {len(result.checks)} checks")
+    sys.exit(result.exit_code)
+
+
+@click.command()
+@click.argument("results", type=FILE)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory. Default: the folder of RESULTS.")
+def export(results: Path, out: Path | None) -> None:
+    """Export per-group results as Model Card Toolkit metrics (JSON) and a HF model-index YAML snippet."""
+    from . import export_model_card
+
+    for p in export_model_card(results, out if out is not None else results.parent):
+        click.echo(f"export: {p}")

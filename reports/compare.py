@@ -1,0 +1,249 @@
+"""Compare two audits (OTHER - BASE) with paired bootstrap intervals over questions.
+
+Both files must audit the same country, questions and groups, so each question is
+a pair: one replicate draws question indices once and recomputes, from the stored
+item metrics (items[].metrics), every group mean and disparity figure of *both*
+runs on that draw. The change's interval therefore reflects the shared question
+sample, as in the metrics engine (cvaudit.metrics.bootstrap.question_indices).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cvaudit.audit.errors import DataError
+
+from .load import higher_is_better, load_results, metric_names
+
+FIGURES = ("gap", "ratio", "normalised_range", "cv", "max_abs_to_overall")
+COUNTRY_ATTRIBUTE = "all"
+
+
+def _indices(n_questions: int, n_boot: int, seed: int) -> np.ndarray:
+    try:
+        from cvaudit.metrics.bootstrap import question_indices
+    except ImportError:  # pragma: no cover - local equivalent with the same draw
+        rng = np.random.default_rng(seed)
+        return rng.integers(0, n_questions, size=(n_boot, n_questions), dtype=np.int64)
+    return question_indices(n_questions, n_boot, seed)
+
+
+def _disparity(values: np.ndarray, overall: np.ndarray) -> dict[str, np.ndarray]:
+    from cvaudit.metrics.disparity import disparity_figures
+
+    return disparity_figures(values, overall)
+
+
+def _fig(value: Any, reps: np.ndarray | None, level: float) -> dict[str, Any]:
+    v = float(value) if value is not None and np.isfinite(value) else None
+    if v is None or reps is None:
+        return {"value": v, "ci": None}
+    r = reps[np.isfinite(reps)]
+    if r.size == 0:
+        return {"value": v, "ci": None}
+    lo, hi = np.quantile(r, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"value": v, "ci": [float(lo), float(hi)]}
+
+
+def _key_sets(record: dict[str, Any]) -> tuple[list[str], list[tuple[str, str]], set[tuple[str, str, str]]]:
+    qids = [str(q) for q in (record.get("questions") or {}).get("ids") or []]
+    groups = [(str(g["attribute"]), str(g["group"])) for g in record.get("groups") or []]
+    cells = {(str(i["attribute"]), str(i["group"]), str(i["question"])) for i in record.get("items") or []}
+    return qids, groups, cells
+
+
+def check_pair(base: dict[str, Any], other: dict[str, Any]) -> None:
+    """Refuse files that cannot be paired: different country, question set or groups (one line each)."""
+    cb = ((base.get("data") or {}).get("country") or {}).get("alpha2")
+    co = ((other.get("data") or {}).get("country") or {}).get("alpha2")
+    if cb != co:
+        raise DataError(f"cannot compare: BASE audits country {cb} and OTHER {co}; compare audits of one country")
+    qb, gb, cellb = _key_sets(base)
+    qo, go, cello = _key_sets(other)
+    if set(qb) != set(qo):
+        only_b, only_o = sorted(set(qb) - set(qo)), sorted(set(qo) - set(qb))
+        raise DataError(f"cannot compare: question ids differ (only in BASE: {', '.join(only_b[:5]) or '-'}; "
+                        f"only in OTHER: {', '.join(only_o[:5]) or '-'}); run both with the same --questions")  # fmt: skip
+    if set(gb) != set(go):
+        diff = sorted(set(gb) ^ set(go))[:4]
+        raise DataError("cannot compare: the groups differ ("
+                        + ", ".join(f"{a}={g}" for a, g in diff)
+                        + "); run both with the same --attributes, --min-size and survey file")  # fmt: skip
+    if cellb != cello:
+        a, g, q = sorted(cellb ^ cello)[0]
+        raise DataError(f"cannot compare: item {a}={g}, {q} is in one file only (different suppression or "
+                        "survey file); run both on the same data")  # fmt: skip
+    if (base.get("data") or {}).get("sha256") != (other.get("data") or {}).get("sha256"):
+        # same country, groups and questions but another file: allowed, noted in the output
+        pass
+
+
+def _matrix(record: dict[str, Any], metric: str, groups: list[tuple[str, str]], qids: list[str]) -> np.ndarray:
+    gi = {g: i for i, g in enumerate(groups)}
+    qi = {q: j for j, q in enumerate(qids)}
+    mat = np.full((len(groups), len(qids)), np.nan)
+    for it in record.get("items") or []:
+        v = (it.get("metrics") or {}).get(metric)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            mat[gi[(str(it["attribute"]), str(it["group"]))], qi[str(it["question"])]] = float(v)
+    return mat
+
+
+def _means(mat: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B, G) group means and (B, G) defined-cell counts under question weights W (B, Q)."""
+    defined = np.isfinite(mat)
+    sums = weights @ np.where(defined, mat, 0.0).T
+    counts = weights @ defined.T.astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.where(counts > 0, counts, 1), np.nan), counts
+
+
+def _pooled(mat: np.ndarray, weights: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    sub = mat[rows]
+    defined = np.isfinite(sub)
+    s = (weights @ np.where(defined, sub, 0.0).T).sum(axis=1)
+    c = (weights @ defined.T.astype(float)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(c > 0, s / np.where(c > 0, c, 1), np.nan)
+
+
+def misalignment(value: np.ndarray, higher: bool) -> np.ndarray:
+    """Distance from perfect alignment: 1 - v for higher-is-better metrics in [0, 1], v for errors."""
+    return 1.0 - value if higher else value
+
+
+def reduction(base: np.ndarray, other: np.ndarray, higher: bool) -> np.ndarray:
+    """Relative reduction in misalignment, 1 - mis(other) / mis(base) (NaN when base is perfect)."""
+    mb, mo = misalignment(base, higher), misalignment(other, higher)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(mb > 0, 1.0 - mo / np.where(mb > 0, mb, 1.0), np.nan)
+
+
+def _summary(record: dict[str, Any], path: str) -> dict[str, Any]:
+    model, method, data = record.get("model") or {}, record.get("method") or {}, record.get("data") or {}
+    return {"path": path, "model": model.get("id"), "revision": model.get("revision"),
+            "fingerprint": model.get("fingerprint"), "method": method.get("name"), "params": method.get("params"),
+            "method_fingerprint": method.get("fingerprint"), "created_at": record.get("created_at"),
+            "synthetic": bool(data.get("synthetic", False)), "data_sha256": data.get("sha256")}  # fmt: skip
+
+
+def compare(
+    base: dict | str | os.PathLike, other: dict | str | os.PathLike, n_boot: int | None = None, seed: int | None = None
+) -> dict[str, Any]:
+    """The compare.json record: overall, per group and per disparity figure changes with paired intervals."""
+    rb, ro = load_results(base), load_results(other)
+    check_pair(rb, ro)
+    boot = rb.get("bootstrap") or {}
+    n_boot = int(n_boot if n_boot is not None else boot.get("replicates") or 1000)
+    seed = int(seed if seed is not None else boot.get("seed") or 0)
+    level = float(boot.get("level") or 0.95)
+    qids, groups, _cells = _key_sets(rb)
+    metrics = [m for m in metric_names(rb) if m in metric_names(ro)]
+    idx = _indices(len(qids), n_boot, seed) if n_boot > 0 and qids else np.zeros((0, len(qids)), dtype=np.int64)
+    w = np.stack([np.bincount(r, minlength=len(qids)) for r in idx]).astype(float) if len(idx) else np.zeros((0, len(qids)))
+    w0 = np.ones((1, len(qids)))
+    attrs: dict[str, list[int]] = {}
+    for i, (a, _g) in enumerate(groups):
+        attrs.setdefault(a, []).append(i)
+    country = [i for i, (a, _g) in enumerate(groups) if a == COUNTRY_ATTRIBUTE]
+
+    out_overall, out_groups, out_disp = [], [], []
+    for m in metrics:
+        higher = higher_is_better(m)
+        mb, mo = _matrix(rb, m, groups, qids), _matrix(ro, m, groups, qids)
+        gb, _ = _means(mb, w0)
+        go, _ = _means(mo, w0)
+        gb_r, _ = _means(mb, w) if len(w) else (None, None)
+        go_r, _ = _means(mo, w) if len(w) else (None, None)
+        allrows = np.arange(len(groups))
+        ob, oo = _pooled(mb, w0, allrows)[0], _pooled(mo, w0, allrows)[0]
+        ob_r = _pooled(mb, w, allrows) if len(w) else None
+        oo_r = _pooled(mo, w, allrows) if len(w) else None
+        out_overall.append({
+            "metric": m, "higher_is_better": higher,
+            "base": _fig(ob, ob_r, level), "other": _fig(oo, oo_r, level),
+            "change": _fig(oo - ob, None if ob_r is None else oo_r - ob_r, level),
+            "reduction": _fig(reduction(np.float64(ob), np.float64(oo), higher),
+                              None if ob_r is None else reduction(ob_r, oo_r, higher), level),
+        })  # fmt: skip
+        for i, (a, g) in enumerate(groups):
+            rep_b = None if gb_r is None else gb_r[:, i]
+            rep_o = None if go_r is None else go_r[:, i]
+            out_groups.append({
+                "attribute": a, "group": g, "metric": m,
+                "base": _fig(gb[0, i], rep_b, level), "other": _fig(go[0, i], rep_o, level),
+                "change": _fig(go[0, i] - gb[0, i], None if rep_b is None else rep_o - rep_b, level),
+                "reduction": _fig(reduction(gb[0, i], go[0, i], higher),
+                                  None if rep_b is None else reduction(rep_b, rep_o, higher), level),
+            })  # fmt: skip
+        for a, rows_l in attrs.items():
+            rows = np.asarray(rows_l)
+            if country and a != COUNTRY_ATTRIBUTE:
+                ref_b, ref_o = gb[:, country[0]], go[:, country[0]]
+                refr_b = None if gb_r is None else gb_r[:, country[0]]
+                refr_o = None if go_r is None else go_r[:, country[0]]
+            else:
+                ref_b, ref_o = _pooled(mb, w0, rows), _pooled(mo, w0, rows)
+                refr_b = _pooled(mb, w, rows) if len(w) else None
+                refr_o = _pooled(mo, w, rows) if len(w) else None
+            db, do = _disparity(gb[:, rows], ref_b), _disparity(go[:, rows], ref_o)
+            dbr = _disparity(gb_r[:, rows], refr_b) if gb_r is not None else None
+            dor = _disparity(go_r[:, rows], refr_o) if go_r is not None else None
+            for f in FIGURES:
+                change = _fig(do[f][0] - db[f][0], None if dbr is None else dor[f] - dbr[f], level)
+                ci = change["ci"]
+                # a ratio falling (min/max further below 1) is a widening; every other figure widens upward
+                widen_up = f != "ratio"
+                widened = bool(ci is not None and ((ci[0] > 0) if widen_up else (ci[1] < 0)))
+                narrowed = bool(ci is not None and ((ci[1] < 0) if widen_up else (ci[0] > 0)))
+                out_disp.append({
+                    "attribute": a, "metric": m, "figure": f,
+                    "base": _fig(db[f][0], None if dbr is None else dbr[f], level),
+                    "other": _fig(do[f][0], None if dor is None else dor[f], level),
+                    "change": change, "widened": widened, "narrowed": narrowed,
+                })  # fmt: skip
+    notes = []
+    if (rb.get("data") or {}).get("sha256") != (ro.get("data") or {}).get("sha256"):
+        notes.append("the two runs used survey files with different hashes (same groups and questions)")
+    if (rb.get("data") or {}).get("synthetic") or (ro.get("data") or {}).get("synthetic"):
+        notes.append("SYNTHETIC DATA in at least one run: not World Values Survey respondents")
+    bname = "results" if isinstance(base, dict) else os.fspath(base)
+    oname = "results" if isinstance(other, dict) else os.fspath(other)
+    return {
+        "schema_version": "1",
+        "kind": "compare",
+        "base": _summary(rb, bname),
+        "other": _summary(ro, oname),
+        "country": (rb.get("data") or {}).get("country"),
+        "n_questions": len(qids),
+        "bootstrap": {"unit": "question", "paired": True, "replicates": int(len(idx)), "level": level, "seed": seed},
+        "overall": out_overall,
+        "groups": out_groups,
+        "disparity": out_disp,
+        "widened": [d for d in out_disp if d["widened"]],
+        "notes": notes,
+    }
+
+
+def write_compare(result: dict[str, Any], out_dir: str | os.PathLike, formats: Sequence[str]) -> list[Path]:
+    """compare.json always; compare.html / compare.pdf as asked."""
+    from cvaudit.audit.io import atomic_write_json, atomic_write_text
+
+    out = Path(out_dir)
+    paths = [atomic_write_json(out / "compare.json", result)]
+    if formats:
+        from .html import render_compare_html
+
+        html = render_compare_html(result)
+        if "html" in formats:
+            paths.append(atomic_write_text(out / "compare.html", html))
+        if "pdf" in formats:
+            from .pdf import write_pdf
+
+            paths.append(write_pdf(html, out / "compare.pdf"))
+    return paths

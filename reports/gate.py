@@ -1,0 +1,240 @@
+"""CI gate: check a results.json against a policy; JUnit XML and GitHub Actions output.
+
+Exit codes (reports/cli.py): 0 every check passed, 1 at least one breach, 2 bad input
+(missing or malformed file, unknown metric/attribute/check: ConfigError/DataError).
+An incomplete run is a breach, not bad input: the pipeline ran, its result is not
+good enough to ship.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cvaudit.audit.errors import ConfigError
+
+from .load import load_results, metric_names
+from .policy import Check, Policy, load_policy
+
+OPS = {"max": "<=", "min": ">="}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One evaluated check: status pass | fail | skip, and a one-line message saying why."""
+
+    name: str
+    status: str
+    message: str
+    metric: str = ""
+    attribute: str = ""
+    check: str = ""
+    on: str = "value"
+    threshold: float | None = None
+    observed: float | None = None
+
+
+@dataclass(frozen=True)
+class GateResult:
+    policy_name: str
+    checks: tuple[CheckResult, ...]
+    results_name: str = "results"
+
+    @property
+    def passed(self) -> bool:
+        return not any(c.status == "fail" for c in self.checks)
+
+    @property
+    def breaches(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.status == "fail"]
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+
+def _pick(fig: Any, on: str) -> float | None:
+    if not isinstance(fig, dict):
+        return None
+    if on == "value":
+        v = fig.get("value")
+    else:
+        ci = fig.get("ci")
+        v = ci[0 if on == "ci_lower" else 1] if isinstance(ci, list) and len(ci) == 2 else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _fmt(x: float | None) -> str:
+    return "null" if x is None else f"{x:.4g}"
+
+
+def _ok(value: float, comparison: str, threshold: float) -> bool:
+    return value <= threshold if comparison == "max" else value >= threshold
+
+
+def _attributes(record: dict[str, Any]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for g in record.get("groups") or []:
+        out.setdefault(str(g["attribute"]), []).append(g)
+    return out
+
+
+def _name(c: Check, attribute: str) -> str:
+    if c.check == "no_disfavoured_group":
+        return f"{c.metric} no_disfavoured_group [{attribute}]"
+    op = OPS[c.comparison]
+    return f"{c.metric} {c.check} ({c.on}) {op} {c.threshold:g} [{attribute}]"
+
+
+def _undefined(policy: Policy, c: Check, attribute: str, what: str) -> CheckResult:
+    status = "skip" if policy.undefined == "skip" else "fail"
+    return CheckResult(_name(c, attribute), status, f"{_name(c, attribute)}: {what} is not defined (null)",
+                       c.metric, attribute, c.check, c.on, c.threshold, None)  # fmt: skip
+
+
+def _evaluate(policy: Policy, c: Check, attribute: str, record: dict[str, Any], groups: list[dict]) -> CheckResult:
+    name = _name(c, attribute)
+    base = {"metric": c.metric, "attribute": attribute, "check": c.check, "on": c.on, "threshold": c.threshold}
+    kind = c.kind
+    if kind.startswith("disparity:"):
+        figure = kind.split(":", 1)[1]
+        entry = next((d for d in record.get("disparity") or []
+                      if d.get("attribute") == attribute and d.get("metric") == c.metric), None)  # fmt: skip
+        value = _pick((entry or {}).get(figure), c.on)
+        if value is None:
+            return _undefined(policy, c, attribute, f"{figure} of {c.metric} across {attribute}")
+        ok = _ok(value, c.comparison, c.threshold)  # type: ignore[arg-type]
+        msg = f"{name}: {figure} {c.on} = {_fmt(value)}" + ("" if ok else f", breaches the limit {c.threshold:g}")
+        return CheckResult(name, "pass" if ok else "fail", msg, observed=value, **base)
+    if kind == "overall":
+        value = _pick((record.get("overall") or {}).get(c.metric), c.on)
+        if value is None:
+            return _undefined(policy, c, attribute, f"overall {c.metric}")
+        ok = _ok(value, c.comparison, c.threshold)  # type: ignore[arg-type]
+        msg = f"{name}: overall {c.on} = {_fmt(value)}" + ("" if ok else f", breaches the limit {c.threshold:g}")
+        return CheckResult(name, "pass" if ok else "fail", msg, observed=value, **base)
+    if kind == "flags":
+        bad = [str(g["group"]) for g in groups
+               if ((g.get("flags") or {}).get(c.metric) or {}).get("status") == "disfavoured"]  # fmt: skip
+        if bad:
+            return CheckResult(name, "fail", f"{name}: disfavoured on {c.metric}: {', '.join(bad)}", **base)
+        return CheckResult(name, "pass", f"{name}: no group disfavoured on {c.metric}", **base)
+    # per group: every group must meet the threshold; the worst one is reported
+    values = [(str(g["group"]), _pick((g.get("metrics") or {}).get(c.metric), c.on)) for g in groups]
+    defined = [(g, v) for g, v in values if v is not None]
+    if not defined:
+        return _undefined(policy, c, attribute, f"{c.metric} of every group in {attribute}")
+    failing = [(g, v) for g, v in defined if not _ok(v, c.comparison, c.threshold)]  # type: ignore[arg-type]
+    worst = (max if c.comparison == "max" else min)(defined, key=lambda t: t[1])
+    if failing:
+        listed = ", ".join(f"{g}={_fmt(v)}" for g, v in failing)
+        return CheckResult(name, "fail", f"{name}: {listed} breach the limit {c.threshold:g}", observed=worst[1], **base)
+    undefined = [g for g, v in values if v is None]
+    note = f" ({len(undefined)} group(s) not defined)" if undefined else ""
+    msg = f"{name}: worst group {worst[0]} {c.on} = {_fmt(worst[1])}{note}"
+    return CheckResult(name, "pass", msg, observed=worst[1], **base)
+
+
+def gate(results: dict | str | os.PathLike, policy: Policy | dict | str | os.PathLike) -> GateResult:
+    """Evaluate every check of ``policy`` on ``results``; bad input raises (exit 2), breaches do not."""
+    pol = load_policy(policy)
+    record = load_results(results, allow_incomplete=True)
+    name = os.fspath(results) if not isinstance(results, dict) else "results"
+    out: list[CheckResult] = []
+    complete = record.get("complete") is True
+    if pol.require_complete or not complete:
+        ok = complete
+        out.append(CheckResult("require_complete", "pass" if ok else "fail",
+                               "run is complete" if ok else "run is incomplete (complete=false): finish the run first",
+                               check="require_complete"))  # fmt: skip
+    if pol.require_non_synthetic:
+        synthetic = bool((record.get("data") or {}).get("synthetic", True))
+        out.append(CheckResult("require_non_synthetic", "fail" if synthetic else "pass",
+                               "survey data is synthetic (not WVS respondents)" if synthetic
+                               else "survey data is not synthetic", check="require_non_synthetic"))  # fmt: skip
+    if not complete:
+        for c in pol.checks:
+            n = _name(c, c.attribute)
+            out.append(CheckResult(n, "fail", f"{n}: not evaluated, the run is incomplete", c.metric, c.attribute,
+                                   c.check, c.on, c.threshold))  # fmt: skip
+        return GateResult(pol.name, tuple(out), name)
+    metrics = metric_names(record)
+    attrs = _attributes(record)
+    for c in pol.checks:
+        if c.metric not in metrics:
+            raise ConfigError(f"policy names unknown metric {c.metric!r}; this results file has {', '.join(metrics)}")
+        if c.attribute != "*" and c.attribute not in attrs:
+            raise ConfigError(f"policy names unknown attribute {c.attribute!r}; this results file has "
+                              f"{', '.join(attrs)} (or use \"*\")")  # fmt: skip
+    for c in pol.checks:
+        if c.kind == "overall":
+            out.append(_evaluate(pol, c, "overall", record, []))
+            continue
+        if c.attribute == "*":
+            # disparity needs two groups: "*" covers the attributes where it is defined by construction
+            targets = [a for a, gs in attrs.items() if not c.kind.startswith("disparity:") or len(gs) > 1]
+        else:
+            targets = [c.attribute]
+        for attr in targets:
+            out.append(_evaluate(pol, c, attr, record, attrs.get(attr, [])))
+    return GateResult(pol.name, tuple(out), name)
+
+
+# ------------------------------------------------------------------ outputs
+def junit_xml(result: GateResult) -> str:
+    """JUnit XML: one testcase per check, a failure element (with message) per breach."""
+    fails = sum(c.status == "fail" for c in result.checks)
+    skips = sum(c.status == "skip" for c in result.checks)
+    suites = ET.Element("testsuites", name="cvaudit gate", tests=str(len(result.checks)), failures=str(fails))
+    suite = ET.SubElement(suites, "testsuite", name=f"cvaudit gate: {result.policy_name}",
+                          tests=str(len(result.checks)), failures=str(fails), errors="0", skipped=str(skips))  # fmt: skip
+    for c in result.checks:
+        case = ET.SubElement(suite, "testcase", classname=f"cvaudit.gate.{c.attribute or 'run'}", name=c.name)
+        if c.status == "fail":
+            fail = ET.SubElement(case, "failure", message=c.message, type=c.check or "breach")
+            fail.text = c.message
+        elif c.status == "skip":
+            ET.SubElement(case, "skipped", message=c.message)
+        else:
+            out = ET.SubElement(case, "system-out")
+            out.text = c.message
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def _gh_escape(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+
+def github_annotations(result: GateResult) -> list[str]:
+    """`::error title=...::...` workflow commands, one per breach."""
+    return [f"::error title={_gh_escape('cvaudit gate: ' + c.name, prop=True)}::{_gh_escape(c.message)}"
+            for c in result.breaches]  # fmt: skip
+
+
+def markdown_summary(result: GateResult) -> str:
+    verdict = "PASS" if result.passed else "FAIL"
+    lines = [f"### cvaudit gate: {verdict} ({result.policy_name})", "",
+             "| Check | Status | Detail |", "|---|---|---|"]  # fmt: skip
+    icon = {"pass": "✅ pass", "fail": "❌ fail", "skip": "⏭ skip"}
+    for c in result.checks:
+        detail = c.message.replace("|", "\\|")
+        lines.append(f"| {c.name.replace('|', chr(92) + '|')} | {icon.get(c.status, c.status)} | {detail} |")
+    return "\n".join(lines) + "\n"
+
+
+def publish_github(result: GateResult, env: dict[str, str] | None = None, echo: Any = print) -> None:
+    """Under GitHub Actions: annotations on stdout and a table appended to $GITHUB_STEP_SUMMARY."""
+    env = dict(os.environ if env is None else env)
+    if env.get("GITHUB_ACTIONS") != "true":
+        return
+    for line in github_annotations(result):
+        echo(line)
+    summary = env.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with Path(summary).open("a", encoding="utf-8") as fh:  # appending is the Actions contract
+            fh.write(markdown_summary(result))
