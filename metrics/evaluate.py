@@ -133,14 +133,15 @@ def evaluate(
     if config.respondents and human_replicates is None:
         raise ConfigError("respondent bootstrap requested but no human replicates given; "
                           "pass human_replicates=item_respondent_replicates(...) or set respondents=False")  # fmt: skip
-    items = items.reset_index(drop=True) if not isinstance(items.index, pd.RangeIndex) else items
+    original_index = items.index
+    items = items.reset_index(drop=True)
     specs = metric_specs()
     notes: list[str] = []
 
     # 1. item metrics
     batch = batch_from_items(items)
     values = compute_metrics(batch, list(specs))
-    item_frame = pd.DataFrame(values, index=items.index, columns=list(specs))
+    item_frame = pd.DataFrame(values, index=original_index, columns=list(specs))  # aligned with the caller's rows
     if len(items) and (~batch.ordinal & batch.valid).any():
         notes.append(NOMINAL_NOTE)
     if (~batch.valid).any():
