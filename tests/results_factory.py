@@ -58,8 +58,10 @@ def make_results(
             groups.append({"attribute": attr, "group": label, "n": n, "n_eff": round(n * 0.9, 1)})
             for q in qs:
                 human = rng.dirichlet(np.ones(4) * 2.0)
-                noise = 0.6 if (attr, label) == bad_group else 0.08
-                model = np.abs(human + rng.normal(0, noise, 4)) + 1e-3
+                if (attr, label) == bad_group:  # systematically wrong: the survey's answers in reverse order
+                    model = np.abs(0.8 * human[::-1] + 0.05 + rng.normal(0, 0.05, 4)) + 1e-3
+                else:
+                    model = np.abs(human + rng.normal(0, 0.04, 4)) + 1e-3
                 model /= model.sum()
                 mode = [int(np.argmax(human))]
                 rows.append({

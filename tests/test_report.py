@@ -1,0 +1,154 @@
+"""HTML report: escaping, StrictUndefined, refusal of bad results, content from results.json."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from cvaudit.audit.errors import DataError
+from cvaudit.reports import render_report
+from cvaudit.reports.html import build_context, render_html, render_template
+from cvaudit.reports.load import load_results
+from results_factory import incomplete, inject, make_results
+
+PAYLOAD = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def record() -> dict:
+    return make_results(n_questions=10, n_boot=200)
+
+
+def run_cli(args: list[str]) -> int:
+    from cvaudit.audit.cli import main
+
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_markup_in_model_question_and_group_is_escaped(record):
+    html = render_html(inject(record, PAYLOAD))
+    assert "<script" not in html.lower()  # no script element at all, injected or ours
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert "evil" + escaped in html  # model id
+    assert "How important is topic 1 in your life?" + escaped in html  # question wording (appendix)
+    assert "Female" + escaped in html  # group label (tables)
+    # inside the SVG charts the label is escaped too (forest plot text element)
+    svg = re.search(r"<svg[^>]*class='chart forest'.*?</svg>", html, re.S).group(0)
+    assert "Female&lt;script&gt;" in svg and "<script" not in svg
+
+
+def test_csp_forbids_scripts(record):
+    html = render_html(record)
+    assert "default-src 'none'" in html and "script-src" not in html
+
+
+def test_strict_undefined_fails_loudly(record):
+    import jinja2
+
+    ctx = build_context(record)
+    del ctx["verdict"]
+    with pytest.raises(jinja2.UndefinedError):
+        render_template("report.html.j2", ctx)
+    ctx = build_context(record)
+    del ctx["meta"]["model_id"]
+    with pytest.raises(jinja2.UndefinedError):
+        render_template("report.html.j2", ctx)
+
+
+def test_refuses_malformed_foreign_and_incomplete(tmp_path, record):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema_version": "1", "complete": tr')
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_results(bad)
+    other = dict(record, schema_version="2")
+    with pytest.raises(DataError, match="schema_version '2'"):
+        load_results(other)
+    with pytest.raises(DataError, match="incomplete run"):
+        load_results(incomplete(record))
+    broken = {k: v for k, v in record.items() if k != "groups"}
+    with pytest.raises(DataError, match="lacks groups"):
+        load_results(broken)
+
+
+def test_cli_exit_2_one_line_on_incomplete(tmp_path, record, capsys):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(incomplete(record)))
+    assert run_cli(["report", str(path), "--format", "html"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "incomplete run" in err[0] and "--allow-incomplete" in err[0]
+    assert not (tmp_path / "report.html").exists()
+    assert run_cli(["report", str(path), "--format", "html", "--allow-incomplete"]) == 0
+    html = (tmp_path / "report.html").read_text()
+    assert "INCOMPLETE RUN" in html and "incomplete-banner" in html
+    assert run_cli(["report", str(tmp_path / "missing.json")]) == 2
+    assert run_cli(["report", str(path), "--format", "docx", "--allow-incomplete"]) == 2
+
+
+def test_synthetic_banner_only_for_synthetic(record):
+    html = render_html(record)
+    assert "SYNTHETIC DATA — not World Values Survey respondents; figures illustrate the tool only" in html
+    assert 'class="synthetic-running"' in html  # the copy repeated in every PDF page's margin
+    real = render_html(make_results(n_questions=4, n_boot=20, synthetic=False))
+    assert "synthetic-banner" not in real.split("<body>", 1)[1]
+
+
+def test_verdict_and_tables_show_the_record(record):
+    html = render_html(record, signer="Ada Lovelace, Lead auditor")
+    ov = record["overall"]["accuracy"]
+    assert f"{ov['value']:.3f} [{ov['ci'][0]:.3f},\u00a0{ov['ci'][1]:.3f}]" in html
+    disfavoured = [(g["attribute"], g["group"]) for g in record["groups"]
+                   if any(f["status"] == "disfavoured" for f in g["flags"].values())]
+    assert disfavoured == [("ethnicity", "Malay")]  # the factory's badly modelled group
+    verdict = html.split('id="verdict"', 1)[1].split("</section>", 1)[0]
+    assert "ethnicity: Malay" in verdict
+    assert "Ada Lovelace" in html and "Lead auditor" in html
+    # one forest plot per attribute, each group on it, flag named in words (not colour alone)
+    assert html.count("class='chart forest'") == 3
+    assert "▼ disfavoured: Accuracy" in html
+    # every question of the appendix with its wording and options
+    for q in record["questions"]["details"]:
+        assert q["text"] in html
+    assert "Christian" in html  # nominal options
+
+
+def test_forest_reference_line_at_reference_value(record):
+    from cvaudit.reports.charts import Scale, nice_domain
+
+    ctx = build_context(record)
+    sex = next(a for a in ctx["attributes"] if a["name"] == "sex")
+    ref = next(g for g in record["groups"] if g["attribute"] == "sex" and g["group"] == sex["reference"])
+    groups = [g for g in record["groups"] if g["attribute"] == "sex"]
+    # first panel (accuracy): domain over values and CI bounds, x0 = label width
+    vals = [v for g in groups for v in [g["metrics"]["accuracy"]["value"], *g["metrics"]["accuracy"]["ci"]]]
+    lo, hi = nice_domain(vals + [ref["metrics"]["accuracy"]["value"]])
+    x = Scale(lo, hi, 170 + 4, 170 + 140 - 4)(ref["metrics"]["accuracy"]["value"])
+    assert f"<line x1='{x:.1f}' x2='{x:.1f}'" in str(sex["svg"])
+
+
+def test_method_report_rendered_generically(record):
+    html = render_html(record)
+    section = html.split('id="method-report"', 1)[1].split("</section>", 1)[0]
+    assert "Persona texts" in section and "You are a Malay person living in Singapore." in section
+    assert "Alpha sweep" in section and "<polyline" in section and "perplexity (right axis)" in section
+    odd = dict(record, method_report={"Summary": {"k": 1.5, "nested": {"a": 1}}, "Note": "plain text",
+                                      "plot": {"x": [0, 1, 2], "y": {"gap": [0.1, None, 0.3]}}})
+    html = render_html(odd)
+    assert "Summary" in html and "plain text" in html and "{&#34;a&#34;: 1}" in html
+
+
+def test_policy_verdict_in_report(tmp_path, record):
+    malay = next(g for g in record["groups"] if g["group"] == "Malay")
+    metric = next(m for m, f in malay["flags"].items() if f["status"] == "disfavoured")
+    policy = {"rules": [{"metric": metric, "attribute": "ethnicity", "no_disfavoured_group": True}]}
+    paths = render_report(record, tmp_path, formats=("html",), policy=policy)
+    html = Path(paths[0]).read_text()
+    assert "FAIL</strong>" in html and f"disfavoured on {metric}: Malay" in html
+    paths = render_report(record, tmp_path, formats="html", policy={"rules": [{"metric": "similarity",
+                                                                                 "min_overall_value": 0.0}]})
+    assert "PASS</strong>" in Path(paths[0]).read_text()
