@@ -1,0 +1,184 @@
+"""CI gate: exit codes 0/1/2, value vs interval bounds, strict policy validation, JUnit XML, GitHub output."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+from cvaudit.audit.errors import ConfigError
+from cvaudit.reports.gate import gate, github_annotations, junit_xml, publish_github
+from cvaudit.reports.policy import parse_policy
+from results_factory import incomplete, make_results
+
+
+@pytest.fixture(scope="module")
+def record() -> dict:
+    return make_results(n_questions=8, n_boot=200)
+
+
+@pytest.fixture()
+def results_file(tmp_path, record):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(record))
+    return path
+
+
+def run_cli(args: list[str]) -> int:
+    from cvaudit.audit.cli import main
+
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def write(tmp_path, text: str, name: str = "policy.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def eth_gap(record, metric="representativeness") -> dict:
+    return next(d for d in record["disparity"] if d["attribute"] == "ethnicity" and d["metric"] == metric)["gap"]
+
+
+def test_pass_and_breach_exit_codes(tmp_path, results_file, record, capsys):
+    # the gap computed by hand from the group means of results.json
+    means = [g["metrics"]["representativeness"]["value"] for g in record["groups"] if g["attribute"] == "ethnicity"]
+    gap = max(means) - min(means)
+    assert eth_gap(record)["value"] == pytest.approx(gap)
+    ok = write(tmp_path, f"rules:\n  - metric: representativeness\n    attribute: ethnicity\n    max_gap: {gap + 0.01}\n")
+    assert run_cli(["gate", str(results_file), "--policy", str(ok)]) == 0
+    assert "gate: PASS" in capsys.readouterr().out
+    bad = write(tmp_path, f"rules:\n  - metric: representativeness\n    attribute: ethnicity\n    max_gap: {gap - 0.01}\n")
+    assert run_cli(["gate", str(results_file), "--policy", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and f"{gap:.4g}" in out
+
+
+def test_on_interval_bound(record):
+    fig = eth_gap(record)
+    lo, value, hi = fig["ci"][0], fig["value"], fig["ci"][1]
+    assert lo < value < hi
+    threshold = (value + hi) / 2  # the point passes, the pessimistic upper bound does not
+    rule = {"metric": "representativeness", "attribute": "ethnicity", "max_gap": threshold}
+    assert gate(record, {"rules": [dict(rule, on="value")]}).passed
+    res = gate(record, {"rules": [dict(rule, on="ci_upper")]})
+    assert not res.passed and res.breaches[0].observed == pytest.approx(hi)
+    # per-check override of the rule's bound
+    res = gate(record, {"rules": [{"metric": "representativeness", "attribute": "ethnicity", "on": "value",
+                                   "max_gap": {"threshold": threshold, "on": "ci_upper"}}]})
+    assert not res.passed
+
+
+def test_star_expands_to_attributes_and_group_checks(record):
+    res = gate(record, {"rules": [{"metric": "accuracy", "attribute": "*", "min_group_value": 0.0,
+                                   "no_disfavoured_group": True}]})
+    attrs = {c.attribute for c in res.checks if c.check == "min_group_value"}
+    assert attrs == {"sex", "age", "ethnicity"}
+    flagged = [c for c in res.breaches if c.check == "no_disfavoured_group"]
+    assert [c.attribute for c in flagged] == ["ethnicity"] and "Malay" in flagged[0].message
+    worst = min(g["metrics"]["nmae"]["value"] for g in record["groups"] if g["attribute"] == "age")
+    res = gate(record, {"rules": [{"attribute": "age", "max_group_nmae": worst - 1e-9}]})
+    assert not res.passed  # every age group has nmae >= worst > threshold
+
+
+def test_overall_and_synthetic(record):
+    acc = record["overall"]["accuracy"]
+    assert gate(record, {"rules": [{"metric": "accuracy", "min_overall_value": acc["value"] - 1e-9}]}).passed
+    assert not gate(record, {"rules": [{"metric": "accuracy", "min_overall_value": acc["value"] + 1e-9}]}).passed
+    res = gate(record, {"require_non_synthetic": True})
+    assert not res.passed and res.breaches[0].name == "require_non_synthetic"
+    assert gate(make_results(n_questions=4, n_boot=20, synthetic=False), {"require_non_synthetic": True}).passed
+
+
+def test_incomplete_results_is_a_breach(tmp_path, record):
+    path = tmp_path / "inc.json"
+    path.write_text(json.dumps(incomplete(record)))
+    pol = write(tmp_path, "rules:\n  - metric: accuracy\n    max_gap: 0.5\n")
+    junit = tmp_path / "gate.xml"
+    assert run_cli(["gate", str(path), "--policy", str(pol), "--junit", str(junit)]) == 1
+    root = ET.parse(junit).getroot()
+    names = [tc.get("name") for tc in root.iter("testcase")]
+    assert names[0] == "require_complete" and len(names) == 2
+    assert all(tc.find("failure") is not None for tc in root.iter("testcase"))
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("rules: [\n", "not valid YAML"),
+        ("- just a list\n", "YAML mapping"),
+        ("rules:\n  - metric: accuracy\n    max_gapp: 0.1\n", "unknown key(s) max_gapp"),
+        ("rules:\n  - metric: accuracy\n    max_gap: high\n", "must be a number"),
+        ("rules:\n  - metric: accuracy\n    on: upper\n    max_gap: 0.1\n", "'on' must be one of"),
+        ("rules:\n  - metric: accuracy\n", "has no check"),
+        ("rules:\n  - metric: fairness\n    max_gap: 0.1\n", "unknown metric 'fairness'"),
+        ("rules:\n  - metric: accuracy\n    attribute: caste\n    max_gap: 0.1\n", "unknown attribute 'caste'"),
+        ("threshold: 3\n", "unknown key(s) threshold"),
+        ("undefined: ignore\n", "'undefined' must be fail or skip"),
+    ],
+)
+def test_bad_policy_exit_2_one_line(tmp_path, results_file, capsys, text, fragment):
+    pol = write(tmp_path, text)
+    assert run_cli(["gate", str(results_file), "--policy", str(pol)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0], err
+
+
+def test_bad_results_exit_2(tmp_path, capsys):
+    pol = write(tmp_path, "rules: []\n")
+    assert run_cli(["gate", str(tmp_path / "none.json"), "--policy", str(pol)]) == 2
+    broken = write(tmp_path, "{not json", "results.json")
+    assert run_cli(["gate", str(broken), "--policy", str(pol)]) == 2
+    assert run_cli(["gate", str(broken), "--policy", str(tmp_path / "missing.yaml")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_junit_structure(record):
+    res = gate(record, {"rules": [{"metric": "representativeness", "max_gap": 0.05, "min_ratio": 0.5}]})
+    root = ET.fromstring(junit_xml(res))
+    suite = root.find("testsuite")
+    cases = suite.findall("testcase")
+    assert len(cases) == len(res.checks) == int(suite.get("tests")) == 1 + 2 * 3
+    fails = [c for c in cases if c.find("failure") is not None]
+    assert len(fails) == int(suite.get("failures")) == len(res.breaches) > 0
+    for c in fails:
+        assert c.find("failure").get("message").startswith(c.get("name"))
+    assert {c.get("classname") for c in cases} == {"cvaudit.gate.run", "cvaudit.gate.sex", "cvaudit.gate.age",
+                                                   "cvaudit.gate.ethnicity"}
+
+
+def test_github_annotations_and_summary(tmp_path, record):
+    res = gate(record, {"rules": [{"metric": "representativeness", "attribute": "ethnicity", "max_gap": 0.0}]})
+    lines = github_annotations(res)
+    assert len(lines) == 1 and lines[0].startswith("::error title=cvaudit gate%3A representativeness max_gap")
+    printed: list[str] = []
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    publish_github(res, {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}, echo=printed.append)
+    assert printed == lines
+    text = summary.read_text()
+    assert text.startswith("earlier step\n") and "| Check | Status | Detail |" in text and "❌ fail" in text
+    printed.clear()
+    publish_github(res, {}, echo=printed.append)
+    assert printed == []
+
+
+def test_undefined_figure_fails_unless_skip(record):
+    rec = json.loads(json.dumps(record))
+    for d in rec["disparity"]:
+        if d["metric"] == "nmae":
+            d["gap"] = {"value": None, "ci": None}
+    assert not gate(rec, {"rules": [{"metric": "nmae", "max_gap": 1.0}]}).passed
+    res = gate(rec, {"undefined": "skip", "rules": [{"metric": "nmae", "max_gap": 1.0}]})
+    assert res.passed and {c.status for c in res.checks} == {"pass", "skip"}
+
+
+def test_parse_policy_direct():
+    pol = parse_policy({"name": "p", "rules": [{"metric": "accuracy", "on": "ci_lower", "min_ratio": 0.8}]})
+    assert pol.checks[0].on == "ci_lower" and pol.checks[0].threshold == 0.8 and pol.require_complete
+    with pytest.raises(ConfigError):
+        parse_policy({"rules": [{"metric": "accuracy", "no_disfavoured_group": "yes"}]})
