@@ -1,0 +1,132 @@
+"""Compare: paired bootstrap over questions, known shifts, widened disparity, mismatched files."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from cvaudit.audit.errors import DataError
+from cvaudit.reports import compare_results
+from cvaudit.reports.compare import reduction
+from results_factory import make_results
+
+
+@pytest.fixture(scope="module")
+def base() -> dict:
+    return make_results(n_questions=8, n_boot=200)
+
+
+def shifted(record: dict, group: str, metric: str, shift_of_question) -> dict:
+    other = copy.deepcopy(record)
+    for it in other["items"]:
+        v = it["metrics"][metric]
+        if it["group"] == group and v is not None:
+            it["metrics"][metric] = v + shift_of_question(it["question"])
+    return other
+
+
+def group_means(record: dict, metric: str) -> dict[tuple[str, str], float]:
+    out: dict[tuple[str, str], list[float]] = {}
+    for it in record["items"]:
+        v = it["metrics"][metric]
+        if v is not None:
+            out.setdefault((it["attribute"], it["group"]), []).append(v)
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+def test_identical_files_no_change(base):
+    res = compare_results(base, copy.deepcopy(base), n_boot=100)
+    for entry in res["groups"] + res["overall"]:
+        ch = entry["change"]
+        if ch["value"] is not None:
+            assert ch["value"] == pytest.approx(0.0, abs=1e-12)
+            assert ch["ci"] == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert res["widened"] == []
+
+
+def test_known_constant_shift(base):
+    mb = group_means(base, "representativeness")
+    top, low = sorted(["Female", "Male"], key=lambda g: -mb[("sex", g)])
+    other = shifted(base, top, "representativeness", lambda q: 0.05)
+    res = compare_results(base, other, n_boot=300, seed=1)
+    row = next(g for g in res["groups"] if g["group"] == top and g["metric"] == "representativeness")
+    assert row["change"]["value"] == pytest.approx(0.05)
+    assert row["change"]["ci"] == pytest.approx([0.05, 0.05])  # every question moved by the same amount
+    rest = next(g for g in res["groups"] if g["group"] == low and g["metric"] == "representativeness")
+    assert rest["change"]["value"] == pytest.approx(0.0)
+    # gap change by hand from the group means of both files
+    mo = group_means(other, "representativeness")
+    gap_b = mb[("sex", top)] - mb[("sex", low)]
+    gap_o = mo[("sex", top)] - mo[("sex", low)]
+    d = next(x for x in res["disparity"] if x["attribute"] == "sex" and x["metric"] == "representativeness"
+             and x["figure"] == "gap")
+    assert d["change"]["value"] == pytest.approx(gap_o - gap_b) == pytest.approx(0.05)
+    # the better group got better on every question: the gap widened in every replicate
+    assert d["widened"] and not d["narrowed"] and d["change"]["ci"][0] > 0
+    ratio = next(x for x in res["disparity"] if x["attribute"] == "sex" and x["metric"] == "representativeness"
+                 and x["figure"] == "ratio")
+    assert ratio["widened"] and ratio["change"]["ci"][1] < 0  # min/max fell: wider on the ratio scale too
+    # relative reduction in misalignment, overall, by hand
+    ov = next(o for o in res["overall"] if o["metric"] == "representativeness")
+    rb, ro = ov["base"]["value"], ov["other"]["value"]
+    assert ov["reduction"]["value"] == pytest.approx(1 - (1 - ro) / (1 - rb))
+
+
+def test_paired_interval_matches_independent_bootstrap(base):
+    qids = base["questions"]["ids"]
+    shifts = {q: 0.01 * (i + 1) for i, q in enumerate(qids)}  # different per question: interval has width
+    other = shifted(base, "Male", "similarity", lambda q: shifts[q])
+    n_boot, seed = 400, 7
+    res = compare_results(base, other, n_boot=n_boot, seed=seed)
+    row = next(g for g in res["groups"] if g["group"] == "Male" and g["metric"] == "similarity")
+    # independent: same draw as metrics.bootstrap.question_indices (numpy default_rng(seed).integers)
+    idx = np.random.default_rng(seed).integers(0, len(qids), size=(n_boot, len(qids)))
+    vec = np.array([shifts[q] for q in qids])
+    reps = vec[idx].mean(axis=1)  # every Male item defined for similarity: mean change = mean shift
+    assert row["change"]["value"] == pytest.approx(vec.mean())
+    assert row["change"]["ci"] == pytest.approx(list(np.quantile(reps, [0.025, 0.975])))
+
+
+def test_nmae_reduction_direction():
+    assert float(reduction(np.float64(0.4), np.float64(0.3), higher=False)) == pytest.approx(0.25)
+    assert float(reduction(np.float64(0.6), np.float64(0.7), higher=True)) == pytest.approx(0.25)
+
+
+def test_mismatched_files_refused(tmp_path, base, capsys):
+    other = copy.deepcopy(base)
+    other["data"]["country"] = {"alpha2": "DE", "alpha3": "DEU", "numeric": 276, "name": "Germany"}
+    with pytest.raises(DataError, match="country"):
+        compare_results(base, other)
+    fewer = make_results(n_questions=6, n_boot=20)
+    with pytest.raises(DataError, match="question ids differ"):
+        compare_results(base, fewer)
+    groups = make_results(n_questions=8, n_boot=20, attributes=("sex", "age"))
+    with pytest.raises(DataError, match="groups differ"):
+        compare_results(base, groups)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(base))
+    b.write_text(json.dumps(fewer))
+    from cvaudit.audit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", str(a), str(b), "--out", str(tmp_path / "c")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot compare" in err[0]
+
+
+def test_cli_writes_json_and_html(tmp_path, base):
+    other = shifted(base, "Malay", "accuracy", lambda q: 0.0)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(base))
+    b.write_text(json.dumps(other))
+    from cvaudit.audit.cli import main
+
+    main(["compare", str(a), str(b), "--out", str(tmp_path / "c"), "--format", "html", "--n-boot", "50"])
+    data = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert data["kind"] == "compare" and data["bootstrap"]["replicates"] == 50 and data["bootstrap"]["paired"]
+    assert {"overall", "groups", "disparity", "widened"} <= set(data)
+    html = (tmp_path / "c" / "compare.html").read_text()
+    assert "Audit comparison" in html and "SYNTHETIC DATA" in html and "<script" not in html
