@@ -241,10 +241,7 @@ class SteeringMethod(Method):
 
         report: dict[str, Any] = {
             "Steering vectors": self._vector_rows(sv, layers),
-            "Calibration split": [
-                {"question": q, "used_for_fitting": q in set(sv.meta.get("split", {}).get("fitted_on", []))}
-                for q in sv.calibration
-            ],
+            "Calibration split": [_split_row(sv)],
         }
         sweep = self._sweep(ctx, sv, names, questions, layers, scored)
         report["Alpha sweep"] = sweep
@@ -396,10 +393,9 @@ class SteeringMethod(Method):
                 shifts_by[(name, axis_name)] = shift
                 lo, hi = _boot_mean_ci(shift, self.n_boot, rng_seed)
                 rows.append({
-                    "steered": name, "measured_axis": axis_name, "positive_pole": AXES[axis_name].positive_pole,
-                    "on_axis": name == axis_name, "alpha": self.main_alpha, "shift": float(shift.mean()),
-                    "ci_low": lo, "ci_high": hi, "n_items": len(items), "items": ",".join(it.id for it in items),
-                    "in_sample": in_sample,
+                    "steered": name, "measured_axis": axis_name, "on_axis": name == axis_name,
+                    "alpha": self.main_alpha, "shift": float(shift.mean()), "ci_low": lo, "ci_high": hi,
+                    "n_items": len(items), "items": ", ".join(it.id for it in items), "in_sample": in_sample,
                 })
         if sv.kind == "axes":
             for name in steer_names:
@@ -418,8 +414,7 @@ class SteeringMethod(Method):
     def _vector_rows(self, sv: Any, layers: list[int]) -> list[dict[str, Any]]:
         norms = sv.norms()
         return [
-            {"vector": n, "layer": layer, "norm": norms[n][str(layer)], "kind": sv.kind,
-             "fingerprint": sv.meta.get("model", {}).get("fingerprint")}
+            {"vector": n, "layer": layer, "norm": norms[n][str(layer)], "kind": sv.kind}
             for n in sv.names
             for layer in layers
         ]
@@ -431,10 +426,22 @@ class SteeringMethod(Method):
             + ("fitted on the fly (audited questions held out of calibration)" if self.vectors_path is None
                else f"file {self.vectors_path}"),
             "prompts: " + ("neutral question, no persona" if self.prompt == "neutral" else "persona + question"),
-            "entanglement: mean change of the direction-corrected expected answer (0..1, 1 = positive pole) on each "
-            "axis's defining items, main alpha vs unsteered, neutral prompt; 95% bootstrap over items",
+            "entanglement: mean change of the direction-corrected expected answer (0..1, 1 = the positive pole: "
+            "secular-rational, self-expression) on each axis's defining items, main alpha vs unsteered, neutral "
+            "prompt; 95% bootstrap over items",
         ]
         return notes + excluded
+
+
+def _split_row(sv: Any) -> dict[str, Any]:
+    """The calibration split as one flat row (ids comma-joined so the report can wrap them)."""
+    split = sv.meta.get("split", {})
+    return {
+        "seed": split.get("seed"), "fraction": split.get("fraction"), "bank_size": split.get("bank_size"),
+        "n_calibration": len(sv.calibration), "n_fitted_on": len(split.get("fitted_on", [])),
+        "calibration": ", ".join(sv.calibration), "fitted_on": ", ".join(split.get("fitted_on", [])),
+        "holdout": ", ".join(split.get("holdout", [])),
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------- adapters
