@@ -53,9 +53,15 @@ def header(config: Any) -> dict[str, Any]:
 
 def write_pending(out: Path, config: Any, note: str = "run in progress or interrupted") -> Path:
     """Mark OUT/results.json as not complete before any slow work starts."""
+    from .errors import ConfigError
+
     record = header(config)
     record["note"] = note + "; re-run the same command to resume from the score cache"
-    return atomic_write_json(out / "results.json", record)
+    try:
+        return atomic_write_json(out / "results.json", record)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"cannot write to the output directory {str(out)!r} ({reason}); pass a writable --out") from None
 
 
 def device_info(loaded: Any = None) -> dict[str, Any]:
