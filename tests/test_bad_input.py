@@ -328,7 +328,17 @@ def _incomplete_results(path: Path) -> Path:
     return path / "results.json"
 
 
-@pytest.mark.parametrize("command", ["report", "gate"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "report",
+        pytest.param("gate", marks=pytest.mark.xfail(
+            strict=True,
+            reason="reports: gate treats complete=false as a policy breach (exit 1); issue 10 requires exit 2 "
+            "unless --allow-incomplete, and gate has no --allow-incomplete",
+        )),
+    ],
+)
 def test_incomplete_results_refused_by_report_and_gate(command, tmp_path, capsys, monkeypatch):
     _reports_cli()
     monkeypatch.delenv("CVAUDIT_DEBUG", raising=False)
