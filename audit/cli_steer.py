@@ -44,6 +44,8 @@ def fit(**kw: object) -> None:
     from .questions import load_bank, select_questions
     from .steering import fit_steering, parse_int_list, save_vectors
 
+    if not str(kw["out"]).endswith(".safetensors"):
+        raise ConfigError(f"--out must end in .safetensors, got {kw['out']!r}; e.g. --out vectors.safetensors")
     country = resolve_country(str(kw["country"]))
     bank = load_bank()
     holdout_spec = str(kw["holdout"]).strip()

@@ -192,3 +192,32 @@ def test_tampered_or_missing_files_are_config_errors(tmp_path):
         load_vectors(tmp_path / "none.safetensors")
     with pytest.raises(ConfigError, match="safetensors"):
         save_vectors(_sv(), tmp_path / "v.pt")
+
+
+@pytest.mark.slow
+def test_steer_fit_cli_on_the_embedded_model(tmp_path, smollm2_dir):
+    """`cvaudit steer fit` end to end on SmolLM2 (2 calibration questions, 1 layer: ~10 forward passes)."""
+    from click.testing import CliRunner
+    from cvaudit.audit.cli import cli
+
+    out = tmp_path / "sg-sex.safetensors"
+    res = CliRunner().invoke(cli, ["steer", "fit", "--country", "SG", "--attributes", "sex", "--layers", "15",
+                                   "--max-calibration", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["kind"] == "subgroup" and meta["layers"] == [15] and sorted(meta["names"]) == ["sex=Female", "sex=Male"]
+    core = pytest.importorskip("cvaudit.audit.questions").question_sets()["core"]
+    assert set(meta["split"]["calibration"]).isdisjoint(core) and len(meta["split"]["fitted_on"]) == 2
+    assert meta["model"]["fingerprint"] and all(n["15"] > 0 for n in meta["norms"].values())
+    sv = load_vectors(out, fingerprint=meta["model"]["fingerprint"])
+    with pytest.raises(ConfigError, match="fingerprint"):
+        load_vectors(out, fingerprint="sha256:another-model")
+    assert sv.vectors["sex=Female"][15].shape == (576,)
+
+
+def test_steer_fit_bad_out_is_exit_code_2(capsys):
+    from cvaudit.audit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["steer", "fit", "--out", "vectors.pt"])
+    assert exc.value.code == 2 and ".safetensors" in capsys.readouterr().err
