@@ -5,7 +5,7 @@ Public API (docs/reports.md)::
     render_report(results, out_dir, formats=("html", "pdf"), *, policy=None, signer=None,
                   allow_incomplete=False) -> list[Path]
     compare_results(base, other, out_dir=None, formats=("html", "pdf"), *, n_boot=None, seed=None) -> dict
-    run_gate(results, policy) -> GateResult
+    run_gate(results, policy, allow_incomplete=False) -> GateResult
     export_model_card(results, out_dir) -> list[Path]
 
 Heavy imports (jinja2, weasyprint, numpy) happen inside the functions.
@@ -55,7 +55,7 @@ def render_report(
 
     fmts = check_formats(formats)
     record = load_results(results, allow_incomplete=allow_incomplete)
-    gate = run_gate(record, policy) if policy is not None else None
+    gate = run_gate(record, policy, allow_incomplete=allow_incomplete) if policy is not None else None
     html = render_html(record, gate=gate, signer=signer)
     out = Path(out_dir)
     paths: list[Path] = []
@@ -86,11 +86,14 @@ def compare_results(
     return result
 
 
-def run_gate(results: dict | str | os.PathLike, policy: Any) -> Any:
-    """Check results against a policy (path, dict or Policy); returns a GateResult (reports/gate.py)."""
+def run_gate(results: dict | str | os.PathLike, policy: Any, allow_incomplete: bool = False) -> Any:
+    """Check results against a policy (path, dict or Policy); returns a GateResult (reports/gate.py).
+
+    Incomplete results raise DataError unless ``allow_incomplete`` (then require_complete fails).
+    """
     from .gate import gate
 
-    return gate(results, policy)
+    return gate(results, policy, allow_incomplete=allow_incomplete)
 
 
 def export_model_card(results: dict | str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:

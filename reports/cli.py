@@ -69,14 +69,16 @@ def compare(base: Path, other: Path, out: Path, formats: str, n_boot: int | None
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write JUnit XML (one testcase per check).")
 @click.option("--quiet", is_flag=True, help="Print only breaches and the verdict.")
-def gate(results: Path, policy: Path, junit: Path | None, quiet: bool) -> None:
+@click.option("--allow-incomplete", is_flag=True,
+              help="Evaluate a run marked complete=false (it then breaches require_complete) instead of refusing it.")
+def gate(results: Path, policy: Path, junit: Path | None, quiet: bool, allow_incomplete: bool) -> None:
     """Check RESULTS against POLICY: exit 0 pass, 1 breach, 2 bad input."""
     from cvaudit.audit.io import atomic_write_text
 
     from .gate import gate as run
     from .gate import junit_xml, publish_github
 
-    result = run(results, policy)
+    result = run(results, policy, allow_incomplete=allow_incomplete)
     for c in result.checks:
         if c.status == "fail" or not quiet:
             click.echo(f"{c.status.upper():4}  {c.message}")

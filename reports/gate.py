@@ -2,8 +2,9 @@
 
 Exit codes (reports/cli.py): 0 every check passed, 1 at least one breach, 2 bad input
 (missing or malformed file, unknown metric/attribute/check: ConfigError/DataError).
-An incomplete run is a breach, not bad input: the pipeline ran, its result is not
-good enough to ship.
+An incomplete run (complete=false) is refused like bad input (exit 2), as ``report``
+refuses it; with ``allow_incomplete`` it is evaluated instead and fails the
+require_complete check (exit 1), so a CI job can record why it stopped.
 """
 
 from __future__ import annotations
@@ -138,10 +139,12 @@ def _evaluate(policy: Policy, c: Check, attribute: str, record: dict[str, Any], 
     return CheckResult(name, "pass", msg, observed=worst[1], **base)
 
 
-def gate(results: dict | str | os.PathLike, policy: Policy | dict | str | os.PathLike) -> GateResult:
+def gate(
+    results: dict | str | os.PathLike, policy: Policy | dict | str | os.PathLike, allow_incomplete: bool = False
+) -> GateResult:
     """Evaluate every check of ``policy`` on ``results``; bad input raises (exit 2), breaches do not."""
     pol = load_policy(policy)
-    record = load_results(results, allow_incomplete=True)
+    record = load_results(results, allow_incomplete=allow_incomplete)
     name = os.fspath(results) if not isinstance(results, dict) else "results"
     out: list[CheckResult] = []
     complete = record.get("complete") is True

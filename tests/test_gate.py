@@ -94,12 +94,16 @@ def test_overall_and_synthetic(record):
     assert gate(make_results(n_questions=4, n_boot=20, synthetic=False), {"require_non_synthetic": True}).passed
 
 
-def test_incomplete_results_is_a_breach(tmp_path, record):
+def test_incomplete_results_refused_or_breach(tmp_path, record, capsys):
     path = tmp_path / "inc.json"
     path.write_text(json.dumps(incomplete(record)))
     pol = write(tmp_path, "rules:\n  - metric: accuracy\n    max_gap: 0.5\n")
     junit = tmp_path / "gate.xml"
-    assert run_cli(["gate", str(path), "--policy", str(pol), "--junit", str(junit)]) == 1
+    assert run_cli(["gate", str(path), "--policy", str(pol), "--junit", str(junit)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "incomplete run" in err[0] and not junit.exists()
+    args = ["gate", str(path), "--policy", str(pol), "--junit", str(junit), "--allow-incomplete"]
+    assert run_cli(args) == 1
     root = ET.parse(junit).getroot()
     names = [tc.get("name") for tc in root.iter("testcase")]
     assert names[0] == "require_complete" and len(names) == 2
