@@ -190,12 +190,13 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
         f"{len(groupset.suppressed)} groups suppressed (< {config.min_size} respondents)"
     )
 
-    # 3. model side
+    # 3. model side (the cache opens first: a bad --cache fails before the slow model load)
+    cache = make_cache(config)
     with clock("load"):
         from .models import load_model
 
         loaded = load_model(model_spec(config, method))
-        engine = make_engine(config, loaded, make_cache(config))
+        engine = make_engine(config, loaded, cache)
     mcfg = metrics_config(config)
     ctx = MethodContext(
         scorer=engine, groups=list(groupset.groups), questions=list(questions), country=country,
@@ -228,7 +229,5 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
     with clock("report"):
         reports = render(record(), out, config.formats, say)
     res.write_results(record(), out)  # again, now with the report's timing
-    for path in reports:
-        say(f"report: {path}")
-    say(f"results: {results_path}")
+    say(f"done in {clock.summary()['total_s']:.0f} s: {results_path}" + (f" and {len(reports)} report file(s)" if reports else ""))
     return results_path
