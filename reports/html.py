@@ -36,6 +36,8 @@ FIGURE_TITLES = {"gap": "Gap (max - min)", "ratio": "Ratio (min / max)", "normal
                  "cv": "Coefficient of variation", "max_abs_to_overall": "Max |group - overall|"}  # fmt: skip
 SYNTHETIC_TEXT = "SYNTHETIC DATA — not World Values Survey respondents; figures illustrate the tool only"
 DIVISIVE_TOP = 10
+# appendix rows beyond this make the PDF slow (WeasyPrint lays out every cell); items.csv has them all
+APPENDIX_MAX_ITEMS = 2500
 
 
 # ------------------------------------------------------------------ formatting
@@ -323,11 +325,26 @@ def _pct(dist: Any, k: int) -> list[str]:
     return [("—" if v is None else f"{100 * v:.0f}") for v in vals] + ["—"] * max(0, k - len(vals))
 
 
-def _appendix(record: dict[str, Any], details: dict[str, dict], metrics: list[str]) -> list[dict[str, Any]]:
+def _appendix(record: dict[str, Any], details: dict[str, dict], metrics: list[str],
+              first: list[str] | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Per-question tables; past APPENDIX_MAX_ITEMS rows only the ``first`` (most divisive) questions.
+
+    Returns the tables and how many questions were left out (0 when all fit).
+    """
     by_q: dict[str, list[dict]] = defaultdict(list)
     for it in record.get("items") or []:
         by_q[str(it["question"])].append(it)
     order = list(details) + [q for q in by_q if q not in details]
+    if sum(len(v) for v in by_q.values()) > APPENDIX_MAX_ITEMS:
+        keep, used = [], 0
+        for q in list(dict.fromkeys((first or []) + order)):
+            if used + len(by_q.get(q, [])) > APPENDIX_MAX_ITEMS:
+                continue
+            keep.append(q)
+            used += len(by_q.get(q, []))
+        kept = set(keep)
+        order = [q for q in order if q in kept]
+    left_out = len(set(details) | set(by_q)) - len(order)
     out = []
     for q in order:
         d = details.get(q, {})
@@ -348,7 +365,7 @@ def _appendix(record: dict[str, Any], details: dict[str, dict], metrics: list[st
             "id": q, "text": str(d.get("text") or ""), "category": str(d.get("category") or ""),
             "options": opts, "ordinal": bool(d.get("ordinal", True)), "rows": rows,
         })  # fmt: skip
-    return out
+    return out, left_out
 
 
 def build_context(
@@ -366,6 +383,9 @@ def build_context(
             "passed": bool(gate.passed), "name": str(gate.policy_name),
             "n_checks": len(gate.checks), "breaches": [c.message for c in gate.checks if c.status == "fail"],
         }  # fmt: skip
+    divisive = _divisive(record, details)
+    first = [r["id"] for r in divisive["by_modes"] + divisive["by_fit"]]
+    appendix, left_out = _appendix(record, details, metrics, first)
     return {
         "meta": meta,
         "synthetic": bool(data.get("synthetic", False)),
@@ -382,9 +402,10 @@ def build_context(
         "attributes": _attributes(record, metrics),
         "disparity": _disparity(record),
         "heatmaps": _heatmaps(record, metrics),
-        "divisive": _divisive(record, details),
+        "divisive": divisive,
         "method_report": _method_report(record),
-        "appendix": _appendix(record, details, metrics),
+        "appendix": appendix,
+        "appendix_left_out": left_out,
         "suppressed": [{"attribute": str(s.get("attribute")), "group": str(s.get("group")), "n": _scalar(s.get("n"))}
                        for s in suppressed],  # fmt: skip
         "notes": [str(n) for n in record.get("metric_notes") or []],

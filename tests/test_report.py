@@ -152,3 +152,16 @@ def test_policy_verdict_in_report(tmp_path, record):
     paths = render_report(record, tmp_path, formats="html", policy={"rules": [{"metric": "similarity",
                                                                                  "min_overall_value": 0.0}]})
     assert "PASS</strong>" in Path(paths[0]).read_text()
+
+
+def test_appendix_capped_for_large_audits(record, monkeypatch):
+    import cvaudit.reports.html as h
+
+    n_items = len(record["items"])
+    per_question = n_items // len(record["questions"]["ids"])
+    monkeypatch.setattr(h, "APPENDIX_MAX_ITEMS", 3 * per_question)
+    ctx = h.build_context(record)
+    assert len(ctx["appendix"]) == 3 and ctx["appendix_left_out"] == len(record["questions"]["ids"]) - 3
+    first = ctx["divisive"]["by_modes"][0]["id"]
+    assert first in [q["id"] for q in ctx["appendix"]]
+    assert "left out of this appendix" in h.render_template("report.html.j2", ctx)
