@@ -82,6 +82,7 @@ def _survey_files(root: Path) -> tuple[Path, dict[str, Path]]:
         "dta": _write(root / "survey.dta", b"\x00garbage that is not stata" * 20),
         "parquet": _write(root / "survey.parquet", b"PAR1 but not really parquet" * 20),
         "dir": root / "a_directory",
+        "tpl": _write(root / "template.txt", b"You are {identity} from {country}; {favourite_food} is your food.\n"),
     }
     files["dir"].mkdir()
     return wvs, files
@@ -251,7 +252,13 @@ CASES: list = [
     ("method-param-unknown", run_args("--method-param", "flavour=1"), "flavour"),
     ("method-param-twice", run_args("--method-param", "template=a", "--method-param", "template=b"), "twice"),
     ("persona-template-missing", run_args("--method-param", "template=/no/such/template.txt"), "template"),
+    pytest.param("persona-template-unknown-field", run_args("--method-param", lambda i: f"template={i.files['tpl']}"),
+                 "template", marks=pytest.mark.xfail(
+                     strict=True, reason="orchestration: personas/persona.py formats a user template with str.format; "
+                     "an unknown {field} is KeyError -> internal error (exit 1), not a ConfigError")),
     ("checkpoint-without-path", run_args("--method", "checkpoint"), "checkpoint"),
+    ("checkpoint-pickle-refused",
+     run_args("--method", "checkpoint", "--checkpoint", lambda i: str(i.models["pickle_only"])), "pickle"),
     ("steering-alpha-not-number", run_args("--method", "steering", "--steer-alpha", "lots"), "alpha"),
     # --- numeric options
     ("n-boot-zero", run_args("--n-boot", "0"), "n_boot"),

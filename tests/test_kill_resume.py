@@ -31,13 +31,14 @@ def cached_rows(path: Path) -> int:
         return 0
 
 
-def start(cwd: Path, model: Path) -> subprocess.Popen:
+def start(cwd: Path, model: Path, hash_seed: str = "1") -> subprocess.Popen:
     cwd.mkdir(parents=True, exist_ok=True)
     # relative --out/--cache: both runs record the same config, so their results.json can be compared
     args = ["run", "--model", str(model), "--attributes", "sex", "--limit", str(N_QUESTIONS), "--batch-size", "1",
             "--n-boot", "50", "--out", "out", "--cache", "scores.sqlite", "--no-report", "--quiet"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "CVAUDIT_DEBUG"}
-    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # a different PYTHONHASHSEED for the reference: no result may depend on set/dict hash order
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED=hash_seed)
     return subprocess.Popen([sys.executable, "-m", "cvaudit", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
@@ -63,7 +64,7 @@ def test_interrupt_then_kill_then_resume_gives_identical_results(tmp_path, tiny_
 
     run_dir, ref_dir = tmp_path / "interrupted", tmp_path / "reference"
     cache = run_dir / "scores.sqlite"
-    reference = start(ref_dir, tiny_llama_dir)
+    reference = start(ref_dir, tiny_llama_dir, hash_seed="2")
 
     # 1. Ctrl-C: exit 130 with the resume hint; every score seen in the cache survives
     first = start(run_dir, tiny_llama_dir)
