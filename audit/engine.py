@@ -7,7 +7,7 @@ batch. Two execution paths give the same numbers (within 1e-4, tested):
 
 * exact (``prefix_reuse=False``): length-sorted, left-padded batches with explicit
   position ids: one full prompt per row.
-* prefix reuse (default): a prompt is three segments, persona prefix (shared by
+* prefix reuse (default when it pays, see :func:`reuse_pays`): a prompt is three segments, persona prefix (shared by
   every question asked with that system text) | question stem (shared by both
   option orders) | options and generation prompt. Each distinct segment is run
   once per batch on top of its parent's key/value cache (DynamicCache rows
@@ -34,7 +34,8 @@ from .errors import ConfigError, ModelError
 from .methods.base import PromptSpec
 from .prompts import render_prompts
 
-CPU_BATCH = 32  # compute-bound on CPU: larger batches only add padding
+MIN_REUSE_HIDDEN = 256  # see reuse_pays
+CPU_TOKEN_BUDGET = 8192  # tokens per batch on CPU: enough rows to share prefixes, a few hundred MB of cache
 MAX_GPU_BATCH = 1024
 GPU_MEMORY_SHARE = 0.7  # of the free memory, for activations and the key/value cache
 
@@ -59,8 +60,22 @@ def combine_orders(lp_forward: np.ndarray, lp_reverse: np.ndarray) -> np.ndarray
 class _Item:
     ids: np.ndarray  # int64 token ids
     options: np.ndarray  # int64 option token ids, display order
-    cuts: tuple[int, int]  # persona_len, prefix_len with 0 < c1 <= c2 < len(ids)
+    cuts: tuple[int, int]  # persona_len, prefix_len with 0 <= c1 <= c2 < len(ids)
     key: bytes
+
+
+def reuse_pays(model: Any) -> bool:
+    """Whether prefix reuse is faster than full prompts for this model ("auto").
+
+    Reuse saves the shared tokens' compute but adds cache bookkeeping (row
+    gathers, concatenations, more forward calls) whose cost hardly grows with the
+    model. Measured on CPU (docs/engine.md): a hidden size of 64 runs faster
+    without reuse (7.5 s vs 9.1 s), 256 is 1.4x faster with it and SmolLM2 (576)
+    2.0x; every real LLM is far above the threshold.
+    """
+    cfg = getattr(model, "config", None)
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    return int(getattr(cfg, "hidden_size", 0) or 0) >= MIN_REUSE_HIDDEN
 
 
 def _oom_error() -> tuple[type[BaseException], ...]:
@@ -88,7 +103,7 @@ class Engine:
         cache: ScoreCache | None = None,
         batch_size: int | str = "auto",
         progress: bool = True,
-        prefix_reuse: bool = True,
+        prefix_reuse: bool | str = "auto",
         distributed: bool | None = None,
     ) -> None:
         if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
@@ -99,7 +114,9 @@ class Engine:
         self.cache = cache
         self.batch_size = batch_size
         self.progress = progress
-        self.prefix_reuse = prefix_reuse
+        if prefix_reuse not in (True, False, "auto"):
+            raise ConfigError(f"prefix_reuse must be True, False or 'auto', got {prefix_reuse!r}")
+        self.prefix_reuse = reuse_pays(self.model) if prefix_reuse == "auto" else bool(prefix_reuse)
         if distributed is None:
             from .distributed import world_size
 
@@ -166,9 +183,9 @@ class Engine:
             n = len(ids_a)
             if n == 0:
                 raise ModelError("cannot score an empty prompt")
-            c1, c2 = cuts[i] if cuts is not None else (n - 1, n - 1)
-            c1 = min(max(int(c1), 1), n - 1) if n > 1 else 0
-            c2 = min(max(int(c2), c1), n - 1) if n > 1 else 0
+            c1, c2 = cuts[i] if cuts is not None else (0, 0)  # (0, 0): one segment, nothing shared
+            c1 = min(max(int(c1), 0), n - 1)
+            c2 = min(max(int(c2), c1), n - 1)
             opts_a = np.asarray(opts, dtype=np.int64)
             items.append(_Item(ids_a, opts_a, (c1, c2), score_key(self.model_key, self._tag, ids_a, opts_a)))
         self.stats["prompts"] += len(items)
@@ -220,8 +237,9 @@ class Engine:
             return int(self.batch_size)
         if self._working_batch is not None:
             return self._working_batch
+        longest = max(len(it.ids) for it in items)
         if self.device.type != "cuda":
-            return CPU_BATCH
+            return max(1, min(256, CPU_TOKEN_BUDGET // longest))
         import torch
 
         cfg = self.model.config
@@ -233,7 +251,6 @@ class Engine:
         kv_heads = int(getattr(cfg, "num_key_value_heads", heads) or heads)
         head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
         elt = self.model.get_input_embeddings().weight.element_size()
-        longest = max(len(it.ids) for it in items)
         per_token = layers * 2 * kv_heads * head_dim * elt + (4 * hidden + 3 * inter) * elt + heads * longest * 4
         free, _ = torch.cuda.mem_get_info(self.device)
         budget = int(GPU_MEMORY_SHARE * free / per_token)
@@ -334,10 +351,15 @@ class Engine:
                 self.prefix_reuse = False
         return self._run_exact(chunk)
 
-    def _forward(self, **kwargs: Any) -> Any:
+    def _forward(self, logits: bool = True, **kwargs: Any) -> Any:
+        """One pass; ``logits=False`` (a prefix level) keeps no position, skipping the vocabulary projection."""
         self.stats["forward_passes"] += 1
         self.stats["forward_tokens"] += int(kwargs["input_ids"].numel())
-        return self.model(**kwargs, logits_to_keep=1)
+        if logits:
+            return self.model(**kwargs, logits_to_keep=1)
+        import torch
+
+        return self.model(**kwargs, logits_to_keep=torch.zeros(0, dtype=torch.long, device=kwargs["input_ids"].device))
 
     def _option_logsoftmax(self, last_logits: Any, chunk: list[_Item]) -> Any:
         """Log-softmax over each row's option tokens in float32; unused slots of short K are -inf."""
@@ -431,6 +453,7 @@ class Engine:
                     cache = _cache_from([(k.index_select(0, par_t), v.index_select(0, par_t)) for k, v in kv])
                     attn = torch.cat([mask_prev.index_select(0, par_t), seg_mask_t], dim=1)
                 out = self._forward(
+                    logits=last,
                     input_ids=torch.from_numpy(ids).to(dev),
                     attention_mask=attn,
                     position_ids=torch.from_numpy(pos).to(dev),
