@@ -94,6 +94,16 @@ def make_groups(config: RunConfig, survey: Any) -> Any:
     return groupset
 
 
+def survey_side(config: RunConfig, country: Country, questions: list[Question]) -> tuple[Any, Any, Any]:
+    """(SurveyData, GroupSet, ground-truth DataFrame) for the run."""
+    from .groundtruth import ground_truth
+
+    survey = load_data(config, country)
+    groupset = make_groups(config, survey)
+    check_reference(config, groupset.groups)
+    return survey, groupset, ground_truth(survey, groupset.groups, questions, min_size=config.min_size)
+
+
 def check_reference(config: RunConfig, groups: Any) -> None:
     """Fail before scoring when --reference names a group that is not audited."""
     for attr, label in config.reference:
@@ -164,8 +174,12 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
     """Run one audit and return the path of its results.json (see docs/results-schema.md)."""
     from . import results as res
     from .countries import resolve_country
+    from .distributed import is_main_process
 
-    say: Log = log if log is not None else (_stderr if config.progress else (lambda _m: None))
+    # under `accelerate launch`/torchrun every process runs this; only the main one writes or talks
+    main = is_main_process()
+    quiet = not config.progress or not main
+    say: Log = log if log is not None else ((lambda _m: None) if quiet else _stderr)
     clock = Clock()
     out = Path(config.out)
 
@@ -173,16 +187,12 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
     method = make_method(config)
     country = resolve_country(config.country)
     questions = pick_questions(config)
-    res.write_pending(out, config)
+    if main:
+        res.write_pending(out, config)
 
     # 2. survey side
     with clock("data"):
-        survey = load_data(config, country)
-        groupset = make_groups(config, survey)
-        check_reference(config, groupset.groups)
-        from .groundtruth import ground_truth
-
-        truth = ground_truth(survey, groupset.groups, questions, min_size=config.min_size)
+        survey, groupset, truth = survey_side(config, country, questions)
     if survey.source.synthetic:
         say("SYNTHETIC DATA: the survey side is cvaudit's synthetic sample, not WVS respondents")
     say(
@@ -224,8 +234,11 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
             engine_stats=getattr(engine, "stats", None),
         )  # fmt: skip
 
+    results_path = out / "results.json"
+    if not main:
+        return results_path
     res.write_items(items, out)
-    results_path = res.write_results(record(), out)
+    res.write_results(record(), out)
     with clock("report"):
         reports = render(record(), out, config.formats, say)
     res.write_results(record(), out)  # again, now with the report's timing
