@@ -107,3 +107,37 @@ def test_help_lists_method_options_and_stays_light(tmp_path):
     assert proc.returncode == 0
     for flag in ("--method-param", "--wvs-file", "--reference", "--no-report", "--limit"):
         assert flag in proc.stdout
+
+
+def test_demo_runs_the_documented_default_audit(monkeypatch, tmp_path):
+    """`cvaudit demo` = persona method, embedded model, synthetic SG sample, core questions, default attributes."""
+    from click.testing import CliRunner
+    from cvaudit.audit import cli_run
+    from cvaudit.audit.config import DEFAULT_ATTRIBUTES
+
+    seen = {}
+    monkeypatch.setattr(cli_run, "_execute", lambda config: seen.setdefault("config", config))
+    result = CliRunner().invoke(cli_run.demo, ["--out", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    c = seen["config"]
+    assert (c.method, c.model, c.country, c.wvs_file, c.questions) == ("persona", "smollm2-135m", "SG", None, "core")
+    assert c.effective_attributes() == DEFAULT_ATTRIBUTES and c.formats == ("html", "pdf")
+    assert c.out == str(tmp_path / "d")
+    assert "SYNTHETIC" in result.output
+
+
+def test_summary_names_report_and_synthetic_data(tmp_path, capsys):
+    """What the user reads at the end of a run: figures, where the files are, the synthetic warning."""
+    from cvaudit.audit import cli_run
+
+    record = {"overall": {"accuracy": {"value": 0.5, "ci": [0.25, 0.75]}, "nmae": {"value": None, "ci": None}},
+              "groups": [{"attribute": "sex", "group": "Male", "flags": {"accuracy": {"status": "disfavoured"}}}],
+              "data": {"synthetic": True}}  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps(record))
+    (tmp_path / "report.html").write_text("<html></html>")
+    cli_run._print_summary(tmp_path / "results.json", tmp_path)
+    out = capsys.readouterr().out
+    assert "overall accuracy" in out and "0.500 [0.250, 0.750]" in out and "nmae" not in out
+    assert "sex=Male (accuracy: disfavoured)" in out
+    assert f"report:  {tmp_path / 'report.html'}" in out and "report.pdf" not in out
+    assert "SYNTHETIC DATA" in out
