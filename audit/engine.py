@@ -44,11 +44,11 @@ def combine_orders(lp_forward: np.ndarray, lp_reverse: np.ndarray) -> np.ndarray
     """Debiased distribution from the two option orders (both in canonical order).
 
     Average the log-probabilities, then renormalise: the normalised geometric mean
-    of the two distributions. A pure position preference ("always the first
-    option") cancels exactly because it multiplies one order's probability of an
-    option by the same factor the other order divides it by; an option both
-    orders agree on keeps its probability. This is DISCA's averaging of the two
-    orders' logit gaps, generalised to K options.
+    of the two distributions. A position factor b_i on display slot i leaves
+    option j with sqrt(b_j * b_{K-1-j}): it cancels exactly for K = 2 (and any bias
+    with b_j * b_{K-1-j} constant) and is reduced to its reversal-symmetric part
+    otherwise. This is DISCA's averaging of the two orders' logit gaps,
+    generalised to K options.
     """
     lp = 0.5 * (np.asarray(lp_forward, dtype=np.float64) + np.asarray(lp_reverse, dtype=np.float64))
     lp -= lp.max()
