@@ -130,7 +130,7 @@ def forest_plot(
             parts.append(f"<rect x='0' y='{y}' width='{width}' height='{row_h}' fill='#f4f6f8'/>")
     for i, row in enumerate(rows):
         y = head + i * row_h + row_h / 2 + 4
-        parts.append(f"<text x='4' y='{y:.1f}' font-size='11'>{_e(_truncate(row.label, 30))}</text>")
+        parts.append(f"<text x='4' y='{y:.1f}' font-size='12'>{_e(_truncate(row.label, 26))}</text>")
     for j, m in enumerate(metrics):
         x0 = label_w + j * (panel_w + gap)
         values: list[float] = []
@@ -141,7 +141,7 @@ def forest_plot(
             values.append(float(reference[m]))  # type: ignore[arg-type]
         dlo, dhi = nice_domain(values)
         sx = Scale(dlo, dhi, x0 + 4, x0 + panel_w - 4)
-        parts.append(f"<text x='{x0 + panel_w / 2:.1f}' y='14' font-size='11' font-weight='bold' "
+        parts.append(f"<text x='{x0 + panel_w / 2:.1f}' y='14' font-size='12' font-weight='bold' "
                      f"text-anchor='middle'>{_e(titles.get(m, m))}</text>")  # fmt: skip
         top, bottom = head - 4, head + row_h * len(rows)
         parts.append(f"<rect x='{x0}' y='{top}' width='{panel_w}' height='{bottom - top}' fill='none' "
@@ -149,7 +149,7 @@ def forest_plot(
         for t in ticks(dlo, dhi):
             tx = sx(t)
             parts.append(f"<line x1='{tx:.1f}' x2='{tx:.1f}' y1='{bottom}' y2='{bottom + 4}' stroke='#555'/>")
-            parts.append(f"<text x='{tx:.1f}' y='{bottom + 15}' font-size='9.5' text-anchor='middle'>{_fmt(t)}</text>")
+            parts.append(f"<text x='{tx:.1f}' y='{bottom + 15}' font-size='10.5' text-anchor='middle'>{_fmt(t)}</text>")
         ref = reference.get(m)
         if _finite(ref):
             rx = sx(float(ref))  # type: ignore[arg-type]
@@ -187,7 +187,7 @@ def forest_plot(
                 sym = {"disfavoured": "▼", "favoured": "▲", "reference": "◆"}[status]
                 text = ", ".join(by_status[status]) if by_status[status] else status
                 words.append(f"<tspan fill='{colour}'>{sym} {_e(text)}</tspan>")
-        parts.append(f"<text x='{fx}' y='{y:.1f}' font-size='9.5'>{' '.join(words)}</text>")
+        parts.append(f"<text x='{fx}' y='{y:.1f}' font-size='10.5'>{' '.join(words)}</text>")
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -200,7 +200,7 @@ def heatmap(
     caption: str = "",
 ) -> Markup:
     """Cells coloured by value (darker = better) with the value printed in each cell."""
-    label_w, cell_w, cell_h, head = 190, 46, 18, 120
+    label_w, cell_w, cell_h, head = 200, 62, 21, 130
     width = label_w + cell_w * max(len(col_labels), 1) + 120  # room for the slanted headings
     height = head + cell_h * max(len(row_labels), 1) + 6
     flat = [float(v) for r in values for v in r if _finite(v)]
@@ -211,11 +211,11 @@ def heatmap(
     ]
     for j, c in enumerate(col_labels):
         x = label_w + j * cell_w + cell_w / 2
-        parts.append(f"<text transform='translate({x + 3:.1f},{head - 6}) rotate(-50)' font-size='10'>"
+        parts.append(f"<text transform='translate({x + 3:.1f},{head - 6}) rotate(-50)' font-size='11'>"
                      f"{_e(_truncate(c, 26))}</text>")  # fmt: skip
     for i, r in enumerate(row_labels):
         y = head + i * cell_h
-        parts.append(f"<text x='4' y='{y + cell_h - 5}' font-size='10.5'>{_e(_truncate(r, 32))}</text>")
+        parts.append(f"<text x='4' y='{y + cell_h - 6}' font-size='11.5'>{_e(_truncate(r, 30))}</text>")
         for j in range(len(col_labels)):
             v = values[i][j] if j < len(values[i]) else None
             x = label_w + j * cell_w
@@ -231,7 +231,7 @@ def heatmap(
             fg = "#ffffff" if light < 62 else "#111111"
             parts.append(f"<rect x='{x}' y='{y}' width='{cell_w - 1}' height='{cell_h - 1}' "
                          f"fill='hsl(210, 55%, {light:.0f}%)'/>")  # fmt: skip
-            parts.append(f"<text x='{x + cell_w / 2:.1f}' y='{y + cell_h - 5}' font-size='9.5' fill='{fg}' "
+            parts.append(f"<text x='{x + cell_w / 2:.1f}' y='{y + cell_h - 6}' font-size='11' fill='{fg}' "
                          f"text-anchor='middle'>{float(v):.2f}</text>")  # type: ignore[arg-type]
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -84,7 +84,7 @@ def _scalar(v: Any) -> str:
     if v is None:
         return "—"
     if isinstance(v, float):
-        return fmt(v, 4)
+        return f"{v:.4g}" if math.isfinite(v) else "—"
     if isinstance(v, (dict, list)):
         return json.dumps(v, sort_keys=True, ensure_ascii=False)
     return str(v)
@@ -313,8 +313,16 @@ def _method_report(record: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             sections.append({"title": str(name), "columns": [], "rows": [], "text": _scalar(value)})
     for key in ("plot", "plots"):
-        for svg in _plots(report, report.get(key)) if key in report else []:
-            sections.append({"title": "", "columns": [], "rows": [], "text": "", "svg": svg})
+        specs = report.get(key)
+        for spec in (specs if isinstance(specs, list) else [specs]) if key in report else []:
+            for svg in _plots(report, spec):
+                # a plot drawn from a table sits right after that table
+                home = next((s for s in sections if isinstance(spec, dict) and s["title"] == spec.get("table")
+                             and "svg" not in s), None)  # fmt: skip
+                if home is not None:
+                    home["svg"] = svg
+                else:
+                    sections.append({"title": "", "columns": [], "rows": [], "text": "", "svg": svg})
     for s in sections:
         s.setdefault("svg", "")
     return sections
