@@ -24,7 +24,9 @@ HELDOUT_HINT = "age:religion,age:ethnicity,ethnicity:religion"
 @click.option("--target-modules", default=",".join(DEFAULT_TARGETS), show_default=True,
               help="Comma-separated linear layers to adapt.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--max-steps", type=int, default=None, help="Stop after N optimiser steps (short CPU runs).")
+@click.option("--max-steps", type=int, default=None, help="Train exactly N optimiser steps, overriding --epochs (short CPU runs).")
+@click.option("--layers", type=int, default=None,
+              help="Adapt only the last N decoder layers (default all); the backward pass stops there, so CPU runs are faster.")
 @click.option("--min-size", type=int, default=30, show_default=True, help="Minimum respondents per group and cell.")
 @click.option("--one-order", is_flag=True, help="Train on the canonical option order only (default: both orders).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -49,7 +51,7 @@ def finetune(**kw: object) -> None:
         out=str(kw["out"]), country=str(kw["country"]), wvs_file=kw["wvs_file"], model=str(kw["model"]),
         revision=kw["revision"], questions=str(kw["questions"]), epochs=kw["epochs"], lr=kw["lr"],
         rank=kw["rank"], lora_alpha=kw["lora_alpha"], target_modules=split_csv(kw["target_modules"]),
-        batch_size=kw["batch_size"], max_steps=kw["max_steps"], min_size=kw["min_size"],
+        batch_size=kw["batch_size"], max_steps=kw["max_steps"], layers=kw["layers"], min_size=kw["min_size"],
         both_orders=not kw["one_order"], seed=kw["seed"], dtype=str(kw["dtype"]), device=str(kw["device"]),
         allow_pickle=bool(kw["allow_pickle"]), progress=not quiet,
     )  # type: ignore[arg-type]

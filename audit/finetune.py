@@ -60,6 +60,7 @@ class FinetuneConfig:
     target_modules: tuple[str, ...] = DEFAULT_TARGETS
     batch_size: int = 8
     max_steps: int | None = None
+    layers: int | None = None  # adapt only the last N decoder layers: backward stops there (CPU runs)
     min_size: int = 30
     both_orders: bool = True  # train on both option orders, as the audit scores both
     seed: int = 0
@@ -73,8 +74,10 @@ class FinetuneConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
-            raise ConfigError(f"--max-steps must be a positive integer, got {self.max_steps!r}")
+        for name in ("max_steps", "layers"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and 0 < float(self.lr) < 1):
             raise ConfigError(f"--lr must be a number in (0, 1), got {self.lr!r}")
         if not 0 <= float(self.lora_dropout) < 1:
@@ -86,7 +89,7 @@ class FinetuneConfig:
 
     def hyperparameters(self) -> dict[str, Any]:
         keep = ("epochs", "lr", "rank", "lora_alpha", "lora_dropout", "target_modules", "batch_size", "max_steps",
-                "min_size", "both_orders", "seed")
+                "layers", "min_size", "both_orders", "seed")
         out = {k: v for k, v in asdict(self).items() if k in keep}
         out["target_modules"] = list(self.target_modules)
         out["loss"] = "cross-entropy on the modal answer's option token only"
@@ -113,9 +116,22 @@ def modal_targets(truth: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     return out, counts
 
 
+@dataclass(frozen=True)
+class ExampleSet:
+    """Training examples: prompt spec, canonical target option and group id of each, plus counts."""
+
+    specs: tuple[Any, ...]
+    targets: tuple[int, ...]
+    groups: tuple[str, ...]
+    counts: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+
 def build_examples(survey: SurveyData, groups: Sequence[Group], questions: Sequence[Question],
-                   country: Country, min_size: int = 30, both_orders: bool = True) -> tuple[list[Any], list[int], dict]:
-    """(PromptSpecs, canonical target option per spec, counts) for the train groups."""
+                   country: Country, min_size: int = 30, both_orders: bool = True) -> ExampleSet:
+    """One example per (train group, question) with a single modal answer, in both option orders."""
     from cvaudit.personas.persona import persona_text
 
     from .groundtruth import ground_truth
@@ -128,6 +144,7 @@ def build_examples(survey: SurveyData, groups: Sequence[Group], questions: Seque
     personas: dict[str, str | None] = {}
     specs: list[Any] = []
     targets: list[int] = []
+    gids: list[str] = []
     for row in rows.itertuples(index=False):
         gid = f"{row.attribute}={row.group}"
         if gid not in personas:
@@ -135,9 +152,10 @@ def build_examples(survey: SurveyData, groups: Sequence[Group], questions: Seque
         for rev in (False, True) if both_orders else (False,):
             specs.append(PromptSpec(question=qs[row.question], system=personas[gid], reverse=rev))
             targets.append(int(row.target))
+            gids.append(gid)
     counts["examples"] = len(specs)
     counts["cells_used"] = len(rows)
-    return specs, targets, counts
+    return ExampleSet(tuple(specs), tuple(targets), tuple(gids), counts)
 
 
 def encode_examples(tokenizer: Any, specs: Sequence[Any], targets: Sequence[int]) -> list[tuple[tuple[int, ...], int]]:
@@ -187,8 +205,14 @@ def train_lora(model: Any, tokenizer: Any, examples: Sequence[tuple[Sequence[int
     if not examples:
         raise DataError("no training examples: every train cell is suppressed or tied; lower --min-size or add questions")
     torch.manual_seed(config.seed)
+    extra: dict[str, Any] = {}
+    if config.layers is not None:
+        n_layers = int(getattr(getattr(model, "config", None), "num_hidden_layers", 0) or 0)
+        if not 0 < config.layers <= n_layers:
+            raise ConfigError(f"--layers must be between 1 and the model's {n_layers} decoder layers, got {config.layers}")
+        extra["layers_to_transform"] = list(range(n_layers - config.layers, n_layers))
     lcfg = LoraConfig(r=config.rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM")
+                      target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM", **extra)
     try:
         peft_model = get_peft_model(model, lcfg)
     except ValueError as exc:
@@ -198,23 +222,23 @@ def train_lora(model: Any, tokenizer: Any, examples: Sequence[tuple[Sequence[int
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=float(config.lr), weight_decay=0.0)
     per_epoch = math.ceil(len(examples) / config.batch_size)
-    total = per_epoch * config.epochs
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
+    # like transformers' Trainer: max_steps, when given, overrides epochs (short runs and long ones alike)
+    total = per_epoch * config.epochs if config.max_steps is None else config.max_steps
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rng = np.random.default_rng(config.seed)
     losses: list[float] = []
     started = time.perf_counter()
     bar = tqdm(total=total, desc="finetune", unit="step", disable=not config.progress)
-    step = 0
+    step = seen = 0
     try:
         while step < total:
             order = rng.permutation(len(examples))
             for b in range(per_epoch):
                 if step >= total:
                     break
-                batch = collate([examples[i] for i in order[b * config.batch_size:(b + 1) * config.batch_size]],
-                                pad_id, device)
+                chosen = order[b * config.batch_size:(b + 1) * config.batch_size]
+                batch = collate([examples[i] for i in chosen], pad_id, device)
+                seen += len(chosen)
                 loss = answer_loss(peft_model, batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -232,7 +256,7 @@ def train_lora(model: Any, tokenizer: Any, examples: Sequence[tuple[Sequence[int
         "steps": step,
         "epochs_planned": config.epochs,
         "epochs_done": round(step / per_epoch, 3),
-        "examples_seen": min(step * config.batch_size, len(examples) * config.epochs),
+        "examples_seen": seen,
         "seconds": round(time.perf_counter() - started, 2),
         "loss_first": losses[0],
         "loss_last": losses[-1],
@@ -285,13 +309,14 @@ def finetune(config: FinetuneConfig, log: Callable[[str], None] | None = None) -
     split, _ = seed003_groups(survey, min_size=config.min_size)
     if not split.train:
         raise DataError(f"no train group has at least {config.min_size} respondents; lower --min-size")
-    specs, targets, counts = build_examples(survey, split.train, questions, country, config.min_size, config.both_orders)
+    exset = build_examples(survey, split.train, questions, country, config.min_size, config.both_orders)
+    counts = exset.counts
     say(f"{len(split.train)} train groups, {len(split.heldout)} held out, {len(questions)} questions: "
         f"{counts['examples']} examples ({counts['ties']} tied and {counts['suppressed']} suppressed cells skipped)")
 
     loaded = load_model(ModelSpec(id=config.model, revision=config.revision, dtype=config.dtype,
                                   device=config.device, allow_pickle=config.allow_pickle))
-    examples = encode_examples(loaded.tokenizer, specs, targets)
+    examples = encode_examples(loaded.tokenizer, exset.specs, exset.targets)
     peft_model, stats = train_lora(loaded.model, loaded.tokenizer, examples, config, device=loaded.device)
     say(f"{stats['steps']} steps in {stats['seconds']:.1f}s, loss {stats['loss_first']:.3f} -> {stats['loss_last']:.3f}")
 
