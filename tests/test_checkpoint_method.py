@@ -1,0 +1,178 @@
+"""The ``checkpoint`` method: validation before loading, model overrides, CLI exit codes, and an audit of an adapter."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cvaudit.audit.adapters import SPLIT_FILE, checkpoint_fingerprint
+from cvaudit.audit.errors import ConfigError, ModelError
+from cvaudit.audit.methods.base import get_method_class
+from cvaudit.audit.methods.checkpoint import spread
+
+HELDOUT = "age:religion"
+
+
+def _lora(base: Path, out: Path) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(3)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                          init_lora_weights=False))
+    pm.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory, tiny_llama_dir) -> Path:
+    """An adapter with a split record, as `cvaudit finetune` writes it (sex groups trained, age:religion held out)."""
+    out = _lora(tiny_llama_dir, tmp_path_factory.mktemp("ckpt") / "adapter")
+    record = {"split": {"train_specs": ["sex"], "heldout_specs": [HELDOUT],
+                        "train": [{"attribute": "sex", "group": "Male", "values": [["sex", "Male"]]},
+                                  {"attribute": "sex", "group": "Female", "values": [["sex", "Female"]]}],
+                        "heldout": [], "excluded": []}}
+    (out / SPLIT_FILE).write_text(json.dumps(record))
+    return out
+
+
+def method(**params):
+    return get_method_class("checkpoint")(**params)
+
+
+def test_validation_happens_before_loading(tmp_path, adapter):
+    with pytest.raises(ConfigError, match="--checkpoint PATH"):
+        method()
+    with pytest.raises(ModelError, match="does not exist"):
+        method(checkpoint=str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="unknown checkpoint parameter"):
+        method(checkpoint=str(adapter), alpha="1")
+    pickled = shutil.copytree(adapter, tmp_path / "pickled")
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(pickled / "adapter_model.safetensors")), pickled / "adapter_model.bin")
+    (pickled / "adapter_model.safetensors").unlink()
+    with pytest.raises(ModelError, match="--allow-pickle"):
+        method(checkpoint=str(pickled))
+    assert method(checkpoint=str(pickled), allow_pickle="true").model_overrides()["allow_pickle"] is True
+    with pytest.raises(ConfigError, match="true or false"):
+        method(checkpoint=str(adapter), compare_base="maybe")
+
+
+def test_model_overrides_and_params(tmp_path, adapter, tiny_llama_dir):
+    m = method(checkpoint=str(adapter))
+    # the adapter's recorded base (a local dir) loads offline: it becomes the model
+    assert m.model_overrides() == {"adapter": str(adapter.resolve()), "allow_pickle": False, "id": str(tiny_llama_dir)}
+    p = m.params()
+    assert p["fingerprint"] == checkpoint_fingerprint(adapter) and p["kind"] == "adapter"
+    assert m.model_modifier() == f"adapter:{p['fingerprint'][:16]}"
+    # a base that is not available offline: --model decides (no "id" override)
+    moved = shutil.copytree(adapter, tmp_path / "moved")
+    cfg = json.loads((moved / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "some-org/not-downloaded-model"
+    (moved / "adapter_config.json").write_text(json.dumps(cfg))
+    assert "id" not in method(checkpoint=str(moved)).model_overrides()
+    assert method(checkpoint=str(moved), base="smollm2-135m").model_overrides()["id"] == "smollm2-135m"
+    # a full model directory replaces --model
+    full = method(checkpoint=str(tiny_llama_dir), compare_base="false")
+    assert full.model_overrides() == {"id": str(tiny_llama_dir.resolve()), "allow_pickle": False}
+    assert full.model_modifier() is None
+    with pytest.raises(ConfigError, match="needs a LoRA adapter"):
+        method(checkpoint=str(tiny_llama_dir), compare_base="true")
+
+
+def test_spread_matches_hand_computation():
+    got = spread([0.5, 0.25, 0.75, None])
+    assert got["mean"] == pytest.approx(0.5)
+    assert got["normalised_range"] == pytest.approx((0.75 - 0.25) / 0.75)
+    assert got["cv"] == pytest.approx(np.std([0.5, 0.25, 0.75]) / 0.5)
+
+
+def _run(args: list[str]) -> int:
+    from cvaudit.audit.cli import main
+
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_cli_bad_checkpoints_exit_2(tmp_path, adapter, capsys):
+    pytest.importorskip("cvaudit.audit.cli_run")
+    common = ["run", "--method", "checkpoint", "--questions", "Q1", "--no-report", "--no-cache", "--quiet"]
+    truncated = shutil.copytree(adapter, tmp_path / "truncated")
+    data = (truncated / "adapter_model.safetensors").read_bytes()
+    (truncated / "adapter_model.safetensors").write_bytes(data[:-64])
+    no_config = shutil.copytree(adapter, tmp_path / "noconfig")
+    (no_config / "adapter_config.json").unlink()
+    pickled = shutil.copytree(adapter, tmp_path / "pickle")
+    (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")
+    cases = {tmp_path / "missing": "does not exist", truncated: "truncated or corrupt",
+             no_config: "neither adapter_config.json", pickled: "--allow-pickle"}
+    for path, words in cases.items():
+        capsys.readouterr()
+        code = _run([*common, "--checkpoint", str(path), "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory, adapter, tiny_llama_dir):
+    pytest.importorskip("cvaudit.audit.cli_run")
+    out = tmp_path_factory.mktemp("audit")
+    cache = out / "scores.sqlite"
+    args = ["run", "--method", "checkpoint", "--checkpoint", str(adapter), "--attributes", "sex",
+            "--intersections", HELDOUT, "--questions", "Q1,Q46", "--n-boot", "20", "--no-report",
+            "--cache", str(cache), "--quiet", "--out", str(out / "ckpt")]
+    assert _run(args) == 0
+    base = ["run", "--method", "persona", "--model", str(tiny_llama_dir), "--attributes", "sex",
+            "--intersections", HELDOUT, "--questions", "Q1,Q46", "--n-boot", "20", "--no-report",
+            "--cache", str(cache), "--quiet", "--out", str(out / "base")]
+    assert _run(base) == 0
+    load = lambda d: json.loads((out / d / "results.json").read_text())  # noqa: E731
+    return load("ckpt"), load("base")
+
+
+def test_audit_of_adapter_against_base_persona_run(audited, adapter):
+    ckpt, base = audited
+    assert ckpt["method"]["params"]["fingerprint"] == checkpoint_fingerprint(adapter)
+    assert ckpt["model"]["adapter"]["fingerprint"] == checkpoint_fingerprint(adapter)
+    base_items = {(i["attribute"], i["group"], i["question"]): i for i in base["items"]}
+    diffs = []
+    for item in ckpt["items"]:
+        ref = base_items[(item["attribute"], item["group"], item["question"])]
+        # the adapter-disabled scores equal a separate persona run on the base model: like for like
+        np.testing.assert_allclose(item["extra"]["base_dist"], ref["model_dist"], atol=1e-5)
+        diffs.append(np.abs(np.subtract(item["model_dist"], ref["model_dist"])).max())
+    assert max(diffs) > 1e-3  # and the adapter changed the answers
+
+
+def test_method_report_figures(audited):
+    ckpt, _ = audited
+    report = ckpt["method_report"]
+    per_group = report["Checkpoint: groups by fine-tune split role"]
+    roles = {(r["attribute"], r["group"]): r["role"] for r in per_group}
+    assert roles[("sex", "Male")] == "train" and roles[("sex", "Female")] == "train"
+    assert {r for (a, _), r in roles.items() if a == HELDOUT} == {"unseen"}  # not in the saved split's held-out list
+    # per-group accuracy recomputed by hand from the items: argmax of the distribution among the modes
+    for row in per_group:
+        items = [i for i in ckpt["items"] if i["attribute"] == row["attribute"] and i["group"] == row["group"]]
+        acc = np.mean([float(np.argmax(i["model_dist"]) in i["human_mode"]) for i in items])
+        acc_base = np.mean([float(np.argmax(i["extra"]["base_dist"]) in i["human_mode"]) for i in items])
+        assert row["accuracy"] == pytest.approx(acc) and row["accuracy_base"] == pytest.approx(acc_base)
+        assert row["accuracy"] == pytest.approx(np.mean([i["metrics"]["accuracy"] for i in items]))
+    summary = report["Checkpoint vs base: seed 003 findings"]
+    train_acc = [r for r in per_group if r["role"] == "train"]
+    row = next(r for r in summary if r["groups"] == "trained on" and r["figure"] == "accuracy mean")
+    assert row["checkpoint"] == pytest.approx(np.mean([r["accuracy"] for r in train_acc]))
+    assert row["change"] == pytest.approx(row["checkpoint"] - row["base"])
+    nmae = [r["nmae"] for r in per_group]
+    row = next(r for r in summary if r["groups"] == "all audited groups" and r["figure"] == "nmae normalised range")
+    assert row["checkpoint"] == pytest.approx((max(nmae) - min(nmae)) / max(nmae))
