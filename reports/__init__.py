@@ -4,7 +4,8 @@ Public API (docs/reports.md)::
 
     render_report(results, out_dir, formats=("html", "pdf"), *, policy=None, signer=None,
                   allow_incomplete=False) -> list[Path]
-    compare_results(base, other, out_dir=None, formats=("html", "pdf"), *, n_boot=None, seed=None) -> dict
+    compare_results(base, other, out_dir=None, formats=("html", "pdf"), *, n_boot=None, seed=None,
+                    min_change=None) -> dict
     run_gate(results, policy, allow_incomplete=False) -> GateResult
     export_model_card(results, out_dir) -> list[Path]
 
@@ -76,11 +77,12 @@ def compare_results(
     *,
     n_boot: int | None = None,
     seed: int | None = None,
+    min_change: float | None = None,
 ) -> dict[str, Any]:
     """Paired comparison OTHER - BASE (see reports/compare.py); writes compare.json (+ HTML/PDF) when out_dir."""
-    from .compare import compare, write_compare
+    from .compare import MIN_CHANGE, compare, write_compare
 
-    result = compare(base, other, n_boot=n_boot, seed=seed)
+    result = compare(base, other, n_boot=n_boot, seed=seed, min_change=MIN_CHANGE if min_change is None else min_change)
     if out_dir is not None:
         write_compare(result, out_dir, check_formats(formats))
     return result

@@ -46,15 +46,19 @@ def report(results: Path, out: Path | None, formats: str, policy: Path | None, s
               help="Report formats besides compare.json (empty string for JSON only).")
 @click.option("--n-boot", type=click.IntRange(min=0), default=None, help="Replicates. Default: BASE's.")
 @click.option("--seed", type=int, default=None, help="Bootstrap seed. Default: BASE's.")
-def compare(base: Path, other: Path, out: Path, formats: str, n_boot: int | None, seed: int | None) -> None:
+@click.option("--min-change", type=click.FloatRange(min=0), default=1e-3, show_default=True,
+              help="Smallest disparity change called widened/narrowed (the whole interval must lie beyond it).")
+def compare(base: Path, other: Path, out: Path, formats: str, n_boot: int | None, seed: int | None,
+            min_change: float) -> None:  # fmt: skip
     """Compare OTHER with BASE (OTHER - BASE) with paired bootstrap intervals over questions."""
     from . import check_formats, compare_results
 
-    result = compare_results(base, other, out, check_formats(formats), n_boot=n_boot, seed=seed)
+    result = compare_results(base, other, out, check_formats(formats), n_boot=n_boot, seed=seed,
+                             min_change=min_change)  # fmt: skip
     for o in result["overall"]:
         ch = o["change"]
-        ci = f" [{ch['ci'][0]:+.3f}, {ch['ci'][1]:+.3f}]" if ch.get("ci") else ""
-        val = "n/a" if ch["value"] is None else f"{ch['value']:+.3f}"
+        ci = f" [{round(ch['ci'][0], 4) + 0.0:+.4f}, {round(ch['ci'][1], 4) + 0.0:+.4f}]" if ch.get("ci") else ""
+        val = "n/a" if ch["value"] is None else f"{round(ch['value'], 4) + 0.0:+.4f}"
         click.echo(f"{o['metric']}: change {val}{ci}")
     widened = result["widened"]
     click.echo(f"disparity widened: {len(widened)} figure(s)"

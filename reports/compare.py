@@ -132,10 +132,18 @@ def _summary(record: dict[str, Any], path: str) -> dict[str, Any]:
             "synthetic": bool(data.get("synthetic", False)), "data_sha256": data.get("sha256")}  # fmt: skip
 
 
+MIN_CHANGE = 1e-3  # a change whose whole interval is below this is not called widened/narrowed
+
+
 def compare(
-    base: dict | str | os.PathLike, other: dict | str | os.PathLike, n_boot: int | None = None, seed: int | None = None
+    base: dict | str | os.PathLike, other: dict | str | os.PathLike, n_boot: int | None = None,
+    seed: int | None = None, min_change: float = MIN_CHANGE,
 ) -> dict[str, Any]:
-    """The compare.json record: overall, per group and per disparity figure changes with paired intervals."""
+    """The compare.json record: overall, per group and per disparity figure changes with paired intervals.
+
+    A disparity figure "widened" when the interval of its change lies wholly beyond
+    ``min_change`` on the side of more disparity (below -min_change for the ratio).
+    """  # fmt: skip
     rb, ro = load_results(base), load_results(other)
     check_pair(rb, ro)
     boot = rb.get("bootstrap") or {}
@@ -199,8 +207,9 @@ def compare(
                 ci = change["ci"]
                 # a ratio falling (min/max further below 1) is a widening; every other figure widens upward
                 widen_up = f != "ratio"
-                widened = bool(ci is not None and ((ci[0] > 0) if widen_up else (ci[1] < 0)))
-                narrowed = bool(ci is not None and ((ci[1] < 0) if widen_up else (ci[0] > 0)))
+                eps = float(min_change)
+                widened = bool(ci is not None and ((ci[0] > eps) if widen_up else (ci[1] < -eps)))
+                narrowed = bool(ci is not None and ((ci[1] < -eps) if widen_up else (ci[0] > eps)))
                 out_disp.append({
                     "attribute": a, "metric": m, "figure": f,
                     "base": _fig(db[f][0], None if dbr is None else dbr[f], level),
@@ -221,7 +230,8 @@ def compare(
         "other": _summary(ro, oname),
         "country": (rb.get("data") or {}).get("country"),
         "n_questions": len(qids),
-        "bootstrap": {"unit": "question", "paired": True, "replicates": int(len(idx)), "level": level, "seed": seed},
+        "bootstrap": {"unit": "question", "paired": True, "replicates": int(len(idx)), "level": level, "seed": seed,
+                      "min_change": float(min_change)},  # fmt: skip
         "overall": out_overall,
         "groups": out_groups,
         "disparity": out_disp,

@@ -49,7 +49,11 @@ def num(x: Any) -> float | None:
 
 def fmt(x: Any, digits: int = 3) -> str:
     v = num(x)
-    return "—" if v is None else f"{v:.{digits}f}"
+    if v is None:
+        return "—"
+    if abs(v) < 0.5 * 10 ** (-digits):
+        v = 0.0  # no "-0.000": a sign the reader would take as a direction
+    return f"{v:.{digits}f}"
 
 
 def fmt_fig(fig: Any, digits: int = 3) -> str:
@@ -492,6 +496,7 @@ def compare_context(result: dict[str, Any]) -> dict[str, Any]:
         "replicates": _scalar(boot.get("replicates")), "level": num(boot.get("level")) or 0.95,
         "overall": overall, "groups": groups, "disparity": disp,
         "n_widened": len(result.get("widened") or []),
+        "min_change": fmt((result.get("bootstrap") or {}).get("min_change"), 4),
         "notes": [str(n) for n in result.get("notes") or []],
         "synthetic": bool(b.get("synthetic") or o.get("synthetic")),
         "synthetic_text": SYNTHETIC_TEXT, "incomplete": False,

@@ -130,3 +130,17 @@ def test_cli_writes_json_and_html(tmp_path, base):
     assert {"overall", "groups", "disparity", "widened"} <= set(data)
     html = (tmp_path / "c" / "compare.html").read_text()
     assert "Audit comparison" in html and "SYNTHETIC DATA" in html and "<script" not in html
+
+
+def test_min_change_keeps_tiny_shifts_from_widening(base):
+    mb = group_means(base, "similarity")
+    top = max(["Female", "Male"], key=lambda g: mb[("sex", g)])
+    other = shifted(base, top, "similarity", lambda q: 1e-4)  # interval excludes 0, but the change is negligible
+    res = compare_results(base, other, n_boot=100, min_change=1e-3)
+    gap = next(x for x in res["disparity"] if x["attribute"] == "sex" and x["metric"] == "similarity"
+               and x["figure"] == "gap")
+    assert gap["change"]["value"] == pytest.approx(1e-4) and not gap["widened"]
+    res = compare_results(base, other, n_boot=100, min_change=0.0)
+    gap = next(x for x in res["disparity"] if x["attribute"] == "sex" and x["metric"] == "similarity"
+               and x["figure"] == "gap")
+    assert gap["widened"] == (gap["change"]["ci"][0] > 0)
