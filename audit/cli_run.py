@@ -53,7 +53,8 @@ def _method_options() -> dict[str, tuple[click.Option, list[str]]]:
     return found
 
 
-def _print_summary(results_path: Path, out: Path) -> None:
+def _print_summary(results_path: Path, out: Path, formats: tuple[str, ...] = FORMATS, since: float = 0.0) -> None:
+    """Headline figures, flagged groups, where the files are (reports written by this run only)."""
     record = json.loads(results_path.read_text(encoding="utf-8"))
     overall = record.get("overall") or {}
     for metric in ("accuracy", "nmae", "representativeness", "similarity"):
@@ -72,9 +73,10 @@ def _print_summary(results_path: Path, out: Path) -> None:
     if flagged:
         click.echo(f"  flagged: {'; '.join(flagged[:8])}{' ...' if len(flagged) > 8 else ''}")
     click.echo(f"results: {results_path}")
-    for name in ("report.html", "report.pdf"):
-        if (out / name).is_file():
-            click.echo(f"report:  {out / name}")
+    for fmt in formats:
+        path = out / f"report.{fmt}"
+        if path.is_file() and path.stat().st_mtime >= since:
+            click.echo(f"report:  {path}")
     if (record.get("data") or {}).get("synthetic"):
         click.echo(
             "NOTE: SYNTHETIC DATA - the survey side is cvaudit's synthetic sample, not World Values Survey "
@@ -83,10 +85,13 @@ def _print_summary(results_path: Path, out: Path) -> None:
 
 
 def _execute(config: RunConfig) -> None:
+    import time
+
     from .run import run_audit
 
+    start = time.time() - 1.0  # file-system timestamps can be coarse
     results_path = run_audit(config)
-    _print_summary(results_path, Path(config.out))
+    _print_summary(results_path, Path(config.out), config.formats, since=start)
 
 
 def _run_callback(**kw: Any) -> None:

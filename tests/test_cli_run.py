@@ -4,6 +4,7 @@ and never leave a results.json that looks complete."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,7 +136,9 @@ def test_summary_names_report_and_synthetic_data(tmp_path, capsys):
               "data": {"synthetic": True}}  # fmt: skip
     (tmp_path / "results.json").write_text(json.dumps(record))
     (tmp_path / "report.html").write_text("<html></html>")
-    cli_run._print_summary(tmp_path / "results.json", tmp_path)
+    (tmp_path / "report.pdf").write_text("stale, from an earlier run")
+    os.utime(tmp_path / "report.pdf", (1_000_000, 1_000_000))
+    cli_run._print_summary(tmp_path / "results.json", tmp_path, ("html", "pdf"), since=2_000_000)
     out = capsys.readouterr().out
     assert "overall accuracy" in out and "0.500 [0.250, 0.750]" in out and "nmae" not in out
     assert "sex=Male (accuracy: disfavoured)" in out
