@@ -232,7 +232,7 @@ def test_axes_entanglement_shifts_by_hand(tiny, bank, tmp_path):
     assert row["ci_low"] <= row["shift"] <= row["ci_high"] and row["n_items"] == len(axis.items)
     assert row["in_sample"] is False and row["on_axis"] is False
     summary = ctx.extra["method_report"]["Entanglement summary"]
-    assert len(summary) == 2 and all("entanglement_ratio" in r for r in summary)
+    assert len(summary) == 2 and all("entanglement_ratio" in r and "on_axis_shift_clear" in r for r in summary)
 
 
 def test_bad_parameters_are_config_errors(tmp_path):

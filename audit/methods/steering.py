@@ -404,7 +404,10 @@ class SteeringMethod(Method):
                         continue
                     on, off = shifts_by[(name, name)], shifts_by[(name, other)]
                     ratio, lo, hi = _boot_ratio_ci(off, on, self.n_boot, rng_seed)
+                    on_lo, on_hi = _boot_mean_ci(on, self.n_boot, rng_seed)
                     summary.append({
+                        # a ratio over an on-axis shift indistinguishable from 0 is not interpretable
+                        "on_axis_shift_clear": bool(on_lo is not None and (on_lo > 0 or on_hi < 0)),
                         "steered": name, "other_axis": other, "on_axis_shift": float(on.mean()),
                         "off_axis_shift": float(off.mean()), "entanglement_ratio": ratio,
                         "ratio_ci_low": lo, "ratio_ci_high": hi,
