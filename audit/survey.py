@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,8 +211,16 @@ def _sniff(path: Path) -> tuple[str, list[str], str]:
             raise DataError(f"{path.name}: cannot find the column separator (expected ';', ',' or tab): "
                             f"use the WVS CSV file as downloaded")
         raise DataError(f"{path.name} is not a WVS Wave 7 file: it has no B_COUNTRY column")
-    names = next(csv.reader(io.StringIO(line), delimiter=sep))
+    try:
+        names = next(csv.reader(io.StringIO(line), delimiter=sep))
+    except csv.Error as exc:
+        raise DataError(f"{path.name}: the header line is not well-formed CSV ({exc}); "
+                        f"use the WVS CSV file as downloaded") from None
     return sep, [n.strip() for n in names], encoding
+
+
+# a whole number, quoted text or a bare word: what a value cut off by a truncated download is not ("-", "0.", '"ab')
+_COMPLETE_LAST_FIELD = re.compile(rb'^\s*(-?\d+(\.\d+)?([eE][-+]?\d+)?|"[^"]*"|[A-Za-z_][\w ]*)\s*$')
 
 
 def _check_rows(path: Path, sep: str, n_fields: int, encoding: str) -> None:
@@ -221,12 +230,21 @@ def _check_rows(path: Path, sep: str, n_fields: int, encoding: str) -> None:
         fh.readline()
         for lineno, raw in enumerate(fh, start=2):
             if raw.count(bsep) + 1 == n_fields:
+                if not raw.endswith(b"\n") and not _COMPLETE_LAST_FIELD.match(raw.rsplit(bsep, 1)[-1].rstrip(b"\r")):
+                    # the last line without its line end, cut mid-value ("-4" -> "-"): the field count
+                    # is right, but its last value is not a whole number or quoted text
+                    raise DataError(f"{path.name}: line {lineno} ends in the middle of a value: the file is "
+                                    f"truncated; download it again")
                 continue
             if not raw.strip():
                 continue
             text = raw.decode(encoding, errors="replace").rstrip("\r\n")
             if b'"' in raw:  # quoted fields may hold the separator: count properly
-                got = len(next(csv.reader(io.StringIO(text), delimiter=sep), []))
+                try:
+                    got = len(next(csv.reader(io.StringIO(text), delimiter=sep), []))
+                except csv.Error as exc:
+                    raise DataError(f"{path.name}: line {lineno} is not well-formed CSV ({exc}); "
+                                    f"the file is corrupted, download it again") from None
                 if got == n_fields:
                     continue
             else:
@@ -238,6 +256,25 @@ def _check_rows(path: Path, sep: str, n_fields: int, encoding: str) -> None:
                             f"the file is truncated or ragged; download it again")
 
 
+def _unique_names(path: Path, names: list[str], want: Sequence[str]) -> list[str]:
+    """Header names as pandas will use them: a needed column twice is an error, other repeats are renamed."""
+    wanted = {w.upper() for w in want} | {m.upper() for m in MARKER_COLUMNS}
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        key = name.upper()
+        if key in seen:
+            if key in wanted:
+                raise DataError(f"{path.name}: column {name} appears twice in the header; "
+                                f"use the WVS CSV file as downloaded")
+            seen[key] += 1
+            name = f"{name}.{seen[key]}"
+        else:
+            seen[key] = 0
+        out.append(name)
+    return out
+
+
 def _read_csv(path: Path, want: Sequence[str], country: int) -> tuple[pd.DataFrame, list[Any], set[int]]:
     import pandas as pd
 
@@ -246,6 +283,7 @@ def _read_csv(path: Path, want: Sequence[str], country: int) -> tuple[pd.DataFra
     if len(names) < 2:
         raise DataError(f"{path.name}: cannot find the column separator: use the WVS CSV file as downloaded")
     _check_rows(path, sep, len(names), encoding)
+    names = _unique_names(path, names, want)
     cols = _match(names, want)
     marker_cols = _match(names, [m.upper() for m in MARKER_COLUMNS])
     usecols = list(cols.values()) + list(marker_cols.values())
@@ -253,8 +291,8 @@ def _read_csv(path: Path, want: Sequence[str], country: int) -> tuple[pd.DataFra
     markers: list[Any] = []
     parts, present, offset = [], set(), 0
     try:
-        chunks = pd.read_csv(path, sep=sep, encoding=encoding, usecols=usecols, dtype=dtype,
-                             chunksize=CHUNK_ROWS, low_memory=True, skipinitialspace=True)
+        chunks = pd.read_csv(path, sep=sep, encoding=encoding, header=0, names=names, usecols=usecols,
+                             dtype=dtype, chunksize=CHUNK_ROWS, low_memory=True, skipinitialspace=True)
         for chunk in chunks:
             for m in marker_cols.values():
                 if not markers:
@@ -271,8 +309,9 @@ def _read_csv(path: Path, want: Sequence[str], country: int) -> tuple[pd.DataFra
                         f"(the WVS CSV release is UTF-8 with BOM)") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path.name} has a header but no data rows: download the WVS file again") from None
-    except pd.errors.ParserError as exc:
-        raise DataError(f"{path.name} is not a well-formed CSV file ({str(exc).strip().splitlines()[0]})") from None
+    except (pd.errors.ParserError, ValueError, csv.Error) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{path.name} is not a well-formed CSV file ({first})") from None
     if offset == 0:
         raise DataError(f"{path.name} has a header but no data rows: download the WVS file again")
     frame = pd.concat(parts) if parts else pd.DataFrame(columns=list(cols))
