@@ -137,7 +137,8 @@ def build_groups(survey: SurveyData, attributes: Sequence[str] | None = None, in
                  min_size: int = 30) -> GroupSet:
     """Single-attribute groups (``attributes``, all nine when None) and ``intersections`` like "sex:age".
 
-    ``attributes=["none"]`` (or ``["all"]``) gives one group, "All respondents".
+    ``attributes=["none"]`` (or ``["all"]``) gives one group, "All respondents"; with
+    ``intersections`` it gives the intersection groups alone.
     """
     import numpy as np
 
@@ -146,7 +147,9 @@ def build_groups(survey: SurveyData, attributes: Sequence[str] | None = None, in
     frame, w = survey.frame, np.asarray(survey.weights, dtype=float)
     attrs = list(ATTRIBUTES) if attributes is None else [a.strip().lower() for a in attributes if a.strip()]
     inters = [i.strip().lower() for i in intersections if i.strip()]
-    if attrs in (["none"], ["all"]):
+    if attrs in (["none"], ["all"]) and inters:
+        attrs = []  # "--attributes none --intersections a:b": the intersections alone (seed 003 held-out groups)
+    elif attrs in (["none"], ["all"]):
         idx = tuple(range(len(frame)))
         g = Group("all", "All respondents", (("all", "All respondents"),), len(frame), kish(w), idx)
         return GroupSet([g] if len(frame) >= min_size else [], [] if len(frame) >= min_size else [g],

@@ -105,3 +105,15 @@ def test_demo_sample_has_enough_groups(tmp_path, monkeypatch):
     assert set(gs.attributes) == set(ATTRIBUTES)
     assert all(g.n >= 30 for g in gs.groups) and all(g.n < 30 for g in gs.suppressed)
     assert gs.frame().columns.tolist() == ["attribute", "group", "n", "n_eff"]
+
+
+def test_none_with_intersections_gives_only_the_intersections():
+    from cvaudit.audit.subgroups import build_groups
+    from cvaudit.audit.survey import demo_survey
+
+    survey = demo_survey("SG")
+    gs = build_groups(survey, ["none"], ["age:religion"], min_size=30)
+    assert gs.groups, "expected age x religion groups of >= 30 respondents"
+    assert {g.attribute for g in gs.groups} == {"age:religion"}
+    alone = build_groups(survey, ["none"], (), min_size=30)
+    assert [g.label for g in alone.groups] == ["All respondents"]
