@@ -89,9 +89,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
+    except click.ClickException as exc:  # usage errors too: one line, no "Usage:/Try" block
+        if debug:
+            raise
+        click.echo(f"cvaudit: error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(2)
     except SystemExit:
         raise
     except Exception as exc:  # a bug, not a user error: still one line unless --debug

@@ -138,9 +138,8 @@ def check_model_dir(directory: Path, allow_pickle: bool = False) -> list[Path]:
 
 
 # ------------------------------------------------------------------ fingerprints
-def _sidecar_path(directory: Path) -> Path:
-    if os.access(directory, os.W_OK):
-        return directory / FINGERPRINT_SIDECAR
+def sidecar_path(directory: Path) -> Path:
+    """Where the cached weights hash lives: under cvaudit's cache, never inside the user's model folder."""
     from .embedded import cache_root
 
     tag = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:24]
@@ -150,7 +149,7 @@ def _sidecar_path(directory: Path) -> Path:
 def weights_fingerprint(directory: Path, files: list[Path]) -> str:
     """sha256 over the weight files' names and bytes, cached by (size, mtime) so 16 GB is hashed once."""
     stamp = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
-    side = _sidecar_path(directory)
+    side = sidecar_path(directory)
     try:
         cached = json.loads(side.read_text())
         if cached.get("files") == stamp and isinstance(cached.get("sha256"), str):
@@ -198,6 +197,7 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
     from .embedded import EMBEDDED_ALIASES, embedded_model_dir
 
     spec = spec or ModelSpec()
+    transformers.utils.logging.disable_progress_bar()  # keep stderr to our own one-line messages
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     embedded = spec.id.lower() in EMBEDDED_ALIASES
@@ -223,7 +223,8 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
             fingerprint = weights_fingerprint(folder, weight_files(folder, spec.allow_pickle))
         is_local = False
 
-    common: dict[str, Any] = {"trust_remote_code": True} if spec.trust_remote_code else {}
+    # always explicit: left unset, transformers asks on stdin whether to run a repo's custom code
+    common: dict[str, Any] = {"trust_remote_code": bool(spec.trust_remote_code)}
     if not is_local:
         common.update(revision=spec.revision, local_files_only=offline)
     dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"

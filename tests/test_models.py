@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 from cvaudit.audit.errors import ModelError
-from cvaudit.audit.models import FINGERPRINT_SIDECAR, LoadedModel, ModelSpec, load_model
+from cvaudit.audit.models import LoadedModel, ModelSpec, load_model, sidecar_path
 
 
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
-    (dst / FINGERPRINT_SIDECAR).unlink(missing_ok=True)
+    sidecar_path(dst).unlink(missing_ok=True)
     return dst
 
 
@@ -44,15 +44,16 @@ def test_load_local_dir(tiny_llama_dir, tmp_path):
 def test_fingerprint_cached_by_size_and_mtime(tiny_llama_dir, tmp_path):
     d = _copy(tiny_llama_dir, tmp_path / "m")
     first = load_model(ModelSpec(id=str(d))).fingerprint
-    side = json.loads((d / FINGERPRINT_SIDECAR).read_text())
+    assert not any(p.name.startswith(".cvaudit") for p in d.iterdir()), "nothing written into the model folder"
+    side = json.loads(sidecar_path(d).read_text())
     assert "sha256:" + side["sha256"] == first
     # a matching stamp is trusted (no re-hash) ...
     side["sha256"] = "0" * 64
-    (d / FINGERPRINT_SIDECAR).write_text(json.dumps(side))
+    sidecar_path(d).write_text(json.dumps(side))
     assert load_model(ModelSpec(id=str(d))).fingerprint == "sha256:" + "0" * 64
     # ... a changed file is re-hashed
     side["files"]["model.safetensors"][1] += 1
-    (d / FINGERPRINT_SIDECAR).write_text(json.dumps(side))
+    sidecar_path(d).write_text(json.dumps(side))
     assert load_model(ModelSpec(id=str(d))).fingerprint == first
 
 
