@@ -244,6 +244,9 @@ class DiscaMethod(Method):
              "tv_from_base": r.tv_from_base}
             for r in top.head(TOP_ITEMS).itertuples()
         ]  # fmt: skip
+        from cvaudit.personas.panel import dimensions
+
+        dim_keys = [d["key"] for d in dimensions()["dimensions"]]  # same columns in every row
         panels, texts, profiles = [], [], []
         for g in ctx.groups:
             panel = self.panels[g.id]
@@ -251,8 +254,8 @@ class DiscaMethod(Method):
                 panels.append({"attribute": g.attribute, "group": g.label, "member": m.label, "kind": m.kind,
                                "split": panel.split or "none", "n": m.n, "n_eff": _r(m.n_eff, 1)})  # fmt: skip
                 texts.append({"attribute": g.attribute, "group": g.label, "member": m.label, "persona": m.text or ""})
-                profiles.append({"group": g.id, "member": m.label,
-                                 **{d.key: f"{d.descriptor} ({d.score:.2f})" for d in m.profile}})  # fmt: skip
+                have = {d.key: f"{d.descriptor} ({d.score:.2f})" for d in m.profile}
+                profiles.append({"group": g.id, "member": m.label, **{k: have.get(k, "") for k in dim_keys}})
         notes = [{"group": gid, "note": n} for gid, p in self.panels.items() for n in p.notes]
         if self.country_prior:
             notes.append({"group": "all", "note": "country_prior=true: binary items blended with a running prior; "
