@@ -234,3 +234,25 @@ def test_disca_results_on_the_tiny_model(runs, tiny_llama_dir):
         assert sum(item["model_dist"]) == pytest.approx(1.0)
         assert {"disagreement", "correction", "tv_from_base"} <= set(item["extra"])
         assert (item["group"], item["question"]) in persona
+
+
+@pytest.mark.slow
+def test_cli_disca_run_and_compare_on_the_embedded_model(tmp_path, smollm2_dir):
+    """`cvaudit run --method disca` on SmolLM2 (sex, 1 core question), then `cvaudit compare` with the persona run."""
+    from click.testing import CliRunner
+    from cvaudit.audit.cli import cli
+
+    common = ["--country", "SG", "--attributes", "sex", "--questions", "core", "--limit", "1", "--n-boot", "50",
+              "--cache", str(tmp_path / "scores.sqlite"), "--no-report", "--quiet"]  # fmt: skip
+    for method in ("persona", "disca"):
+        res = CliRunner().invoke(cli, ["run", "--method", method, "--out", str(tmp_path / method), *common])
+        assert res.exit_code == 0, res.output
+    r = json.loads((tmp_path / "disca" / "results.json").read_text())
+    assert r["complete"] and r["method"]["name"] == "disca" and r["timings"]["engine"]["cached"] == 2 * 1 * 2
+    assert all(i["extra"]["panel_size"] == 4 for i in r["items"])
+    res = CliRunner().invoke(cli, ["compare", str(tmp_path / "persona" / "results.json"),
+                                   str(tmp_path / "disca" / "results.json"), "--out", str(tmp_path / "cmp"),
+                                   "--format", ""])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    cmp = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert cmp["kind"] == "compare" and "overall" in cmp
