@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-N_GROUPS, N_QUESTIONS = 2, 4  # sex (Male, Female) x first 4 core questions
+N_GROUPS, N_QUESTIONS = 2, 40  # sex (Male, Female) x the first 40 questions: long enough to be caught mid-run
 TOTAL = N_GROUPS * N_QUESTIONS * 2  # both option orders of every prompt
 
 
@@ -34,7 +34,7 @@ def cached_rows(path: Path) -> int:
 def start(cwd: Path, model: Path, hash_seed: str = "1") -> subprocess.Popen:
     cwd.mkdir(parents=True, exist_ok=True)
     # relative --out/--cache: both runs record the same config, so their results.json can be compared
-    args = ["run", "--model", str(model), "--attributes", "sex", "--limit", str(N_QUESTIONS), "--batch-size", "1",
+    args = ["run", "--model", str(model), "--attributes", "sex", "--questions", "all", "--limit", str(N_QUESTIONS), "--batch-size", "1",
             "--n-boot", "50", "--out", "out", "--cache", "scores.sqlite", "--no-report", "--quiet"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "CVAUDIT_DEBUG"}
     # a different PYTHONHASHSEED for the reference: no result may depend on set/dict hash order
