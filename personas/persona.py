@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,8 @@ from cvaudit.audit.types import Country, Group
 IDENTITY = ("age", "ethnicity", "sex")
 #: attributes that add one sentence each, in this order
 DETAILS = ("religion", "education", "income", "marital", "settlement", "employment")
+#: the fields a persona template may use
+FIELDS = ("identity", "country", "details")
 
 _PREFIX = re.compile(r"^[A-Z]{2,3}:\s*")  # codebook country prefix "SG: Malay"
 _PAREN = re.compile(r"\s*\([^)]*\)\s*$")
@@ -47,9 +50,16 @@ def load_template(path: str | None = None) -> str:
         raw = p.read_text(encoding="utf-8")
     lines = [ln for ln in raw.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     text = " ".join(ln.strip() for ln in lines)
-    for field in ("{identity}", "{country}"):
-        if field not in text:
-            raise ConfigError(f"persona template must contain {field}; see docs/methods-persona.md")
+    try:
+        used = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError as exc:  # a lone "{" or "}"
+        raise ConfigError(f"persona template {path or 'persona.txt'!r} is malformed ({exc}); write literal braces as {{{{ }}}}") from None
+    unknown = sorted(used - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"persona template field {{{unknown[0]}}} is unknown; use only {{identity}}, {{country}}, {{details}}")
+    for field in ("identity", "country"):
+        if field not in used:
+            raise ConfigError(f"persona template must contain {{{field}}}; see docs/methods-persona.md")
     return text
 
 

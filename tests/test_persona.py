@@ -162,3 +162,16 @@ def test_none_method_scores_each_question_once_and_shares_it():
         assert abs(sum(first) - 1) < 1e-12
     with pytest.raises(ConfigError, match="takes no parameters"):
         get_method_class("none")(alpha=1)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("You are {identity} in {country}, aged {age}.", "field {age} is unknown"),
+     ("You are {identity} in {country} {", "malformed"),
+     ("You are {identity}.", "must contain {country}")],
+)  # fmt: skip
+def test_bad_template_is_a_config_error(tmp_path, text, message):
+    path = tmp_path / "t.txt"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        persona_text(group("sex", ("sex", "Male")), SG, str(path))
