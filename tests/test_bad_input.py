@@ -236,10 +236,7 @@ CASES: list = [
     ("method-param-unknown", run_args("--method-param", "flavour=1"), "flavour"),
     ("method-param-twice", run_args("--method-param", "template=a", "--method-param", "template=b"), "twice"),
     ("persona-template-missing", run_args("--method-param", "template=/no/such/template.txt"), "template"),
-    pytest.param("persona-template-unknown-field", run_args("--method-param", lambda i: f"template={i.files['tpl']}"),
-                 "template", marks=pytest.mark.xfail(
-                     strict=True, reason="orchestration: personas/persona.py formats a user template with str.format; "
-                     "an unknown {field} is KeyError -> internal error (exit 1), not a ConfigError")),
+    ("persona-template-unknown-field", run_args("--method-param", lambda i: f"template={i.files['tpl']}"), "template"),
     ("checkpoint-without-path", run_args("--method", "checkpoint"), "checkpoint"),
     ("checkpoint-pickle-refused",
      run_args("--method", "checkpoint", "--checkpoint", lambda i: str(i.models["pickle_only"])), "pickle"),
