@@ -136,6 +136,22 @@ class Engine:
         }  # fmt: skip
 
     # ------------------------------------------------------------------ Scorer
+    @property
+    def fingerprint(self) -> str:
+        """The loaded model's weight fingerprint (``LoadedModel.fingerprint``), never the ``modified`` tag.
+
+        It names the weights a method sees (an adapter applied at load time is
+        part of it: ``...+adapter:<fp>``), so it stays the same inside
+        :meth:`modified`: steering vectors fitted on this model match it while
+        their hooks are on. The cache namespace in force is :attr:`modifier`.
+        """
+        return str(self.loaded.fingerprint)
+
+    @property
+    def modifier(self) -> str | None:
+        """The current :meth:`modified` tag (nested tags joined with '+'), or None outside any."""
+        return self._tag
+
     @contextmanager
     def modified(self, tag: str | None) -> Iterator[None]:
         """Scores inside are cached under ``tag`` (nested tags join with '+')."""

@@ -162,3 +162,16 @@ def test_real_smollm2_matches_single_forward():
         got = Engine(lm, batch_size=8, progress=False, prefix_reuse=pr).logprobs(specs)
         for g, r in zip(got, ref):
             np.testing.assert_allclose(g, r, atol=1e-4)
+
+
+def test_fingerprint_is_the_models_and_ignores_the_modifier_tag(tiny):
+    e = Engine(tiny, progress=False)
+    assert e.fingerprint == tiny.fingerprint and e.fingerprint.startswith("sha256:")
+    assert e.loaded is tiny  # the old name keeps working
+    assert e.modifier is None
+    with e.modified("steer:a"):
+        with e.modified("adapter:b"):
+            assert e.fingerprint == tiny.fingerprint
+            assert e.modifier == "steer:a+adapter:b"
+        assert e.modifier == "steer:a"
+    assert e.modifier is None
