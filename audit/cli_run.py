@@ -114,7 +114,7 @@ def _run_callback(**kw: Any) -> None:
         questions=kw["questions"], attributes=kw["attributes"], intersections=kw["intersections"],
         min_size=kw["min_size"], limit=kw["limit"], batch_size=kw["batch_size"], seed=kw["seed"],
         n_boot=kw["n_boot"], level=kw["level"], tau=kw["tau"], alpha=kw["alpha"],
-        reference=tuple(kw["reference"]), out=kw["out"], cache=kw["cache"], no_cache=kw["no_cache"],
+        reference=tuple(kw["reference"]), respondents=kw["respondent_bootstrap"], out=kw["out"], cache=kw["cache"], no_cache=kw["no_cache"],
         formats=formats, progress=not kw["quiet"],
     )  # fmt: skip
     _execute(config)
@@ -144,6 +144,7 @@ _RUN_OPTIONS = [
     click.Option(["--tau"], default=_D.tau, show_default=True, help="Aequitas band: pass when tau <= ratio <= 1/tau."),
     click.Option(["--alpha"], default=_D.alpha, show_default=True, help="Significance level (Holm-adjusted) for flags."),
     click.Option(["--reference"], multiple=True, metavar="ATTRIBUTE=GROUP", help="Reference group for flags (repeatable). Default: largest group."),
+    click.Option(["--respondent-bootstrap"], is_flag=True, help="Also resample each group's respondents in the bootstrap: intervals include survey sampling error."),
     click.Option(["--out"], default=_D.out, show_default=True, type=click.Path(file_okay=False), help="Output directory."),
     click.Option(["--cache"], default=None, type=click.Path(dir_okay=False), help="Score cache file (SQLite). Default: ~/.cache/cvaudit/scores.sqlite."),
     click.Option(["--no-cache"], is_flag=True, help="Do not read or write the score cache."),

@@ -89,6 +89,7 @@ class RunConfig:
     tau: float = 0.8
     alpha: float = 0.05
     reference: tuple[tuple[str, str], ...] = ()
+    respondents: bool = False  # also resample each group's respondents in the bootstrap (wider, honest CIs)
     out: str = "cvaudit-out"
     cache: str | None = None  # None: cvaudit.audit.embedded.cache_root()/scores.sqlite
     no_cache: bool = False
@@ -130,6 +131,7 @@ class RunConfig:
         set_("formats", self._formats(self.formats))
         set_("trust_remote_code", bool(self.trust_remote_code))
         set_("no_cache", bool(self.no_cache))
+        set_("respondents", bool(self.respondents))
         set_("progress", bool(self.progress))
 
     @staticmethod

@@ -154,8 +154,21 @@ def metrics_config(config: RunConfig) -> Any:
 
     return MetricsConfig(
         n_boot=config.n_boot, level=config.level, seed=config.seed, tau=config.tau, alpha=config.alpha,
-        reference=config.reference,
+        reference=config.reference, respondents=config.respondents,
     )  # fmt: skip
+
+
+def human_replicates(config: RunConfig, items: Any, survey: Any, groups: Any, questions: list[Question]) -> Any:
+    """Respondent-bootstrap survey replicates per item when --respondent-bootstrap is on, else None.
+
+    Resampling respondents as well as questions puts the survey's own sampling error
+    into the intervals, so small groups get the wider CIs they deserve.
+    """
+    if not config.respondents:
+        return None
+    from cvaudit.metrics.bootstrap import item_respondent_replicates
+
+    return item_respondent_replicates(items, survey, groups, questions, config.n_boot, config.seed)
 
 
 def render(record: dict, out: Path, formats: tuple[str, ...], log: Log) -> list[Path]:
@@ -223,7 +236,9 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
     with clock("metrics"):
         from cvaudit.metrics import evaluate
 
-        evaluation = evaluate(items.drop(columns=["extra"]), res.groups_frame(groupset.groups), mcfg)
+        replicates = human_replicates(config, items, survey, groupset.groups, questions)
+        evaluation = evaluate(items.drop(columns=["extra"]), res.groups_frame(groupset.groups), mcfg,
+                              human_replicates=replicates)  # fmt: skip
 
     # 5. outputs: items first, then the complete results.json, then the report
     def record() -> dict:

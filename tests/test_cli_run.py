@@ -101,6 +101,11 @@ def test_run_options_map_onto_run_config(monkeypatch):
     result = CliRunner().invoke(cli_run.run, ["--no-report", "--no-cache"])
     assert result.exit_code == 0, result.output
     assert seen["config"].formats == () and seen["config"].no_cache and seen["config"].progress
+    assert seen["config"].respondents is False
+    seen.clear()
+    result = CliRunner().invoke(cli_run.run, ["--respondent-bootstrap"])
+    assert result.exit_code == 0, result.output
+    assert seen["config"].respondents is True
 
 
 def test_help_lists_method_options_and_stays_light(tmp_path):

@@ -189,3 +189,40 @@ def test_real_smollm2_persona_run(tmp_path):
         assert abs(sum(it["model_dist"]) - 1) < 1e-9
     # a real instruction model answers with a peaked distribution on at least one item
     assert max(max(it["model_dist"]) for it in r["items"]) > 0.5
+
+
+def _ci_widths(record: dict) -> np.ndarray:
+    """Width of every group and overall interval, metric by metric (NaN where undefined)."""
+    figs = [g["metrics"][m] for g in record["groups"] for m in sorted(g["metrics"])]
+    figs += [record["overall"][m] for m in sorted(record["overall"])]
+    return np.array([f["ci"][1] - f["ci"][0] if f["ci"] else np.nan for f in figs])
+
+
+def test_respondent_bootstrap_widens_intervals_and_is_recorded(persona_run, tiny_llama_dir):
+    """Resampling respondents as well as questions adds survey noise: same point figures, wider intervals."""
+    from cvaudit.audit.run import run_audit
+
+    cfg_off, path_off, off = persona_run
+    cfg_on = config(path_off.parent.parent, tiny_llama_dir, respondents=True, out=str(path_off.parent.parent / "resp"))
+    assert cfg_on.cache == cfg_off.cache  # scores come from the cache: only the bootstrap differs
+    on = json.loads(run_audit(cfg_on).read_text())
+    assert off["bootstrap"]["respondents"] is False and off["config"]["respondents"] is False
+    assert on["bootstrap"]["respondents"] is True and on["config"]["respondents"] is True
+    assert on["bootstrap"]["replicates"] == off["bootstrap"]["replicates"] == 50
+    point = lambda r: [g["metrics"][m]["value"] for g in r["groups"] for m in sorted(g["metrics"])]  # noqa: E731
+    assert point(on) == pytest.approx(point(off), nan_ok=True)
+    w_on, w_off = _ci_widths(on), _ci_widths(off)
+    ok = np.isfinite(w_on) & np.isfinite(w_off)
+    assert ok.sum() > 10
+    # wider on the whole (single figures can go either way with 50 replicates of 4 questions)
+    assert w_on[ok].sum() > w_off[ok].sum()
+    # one question: the question bootstrap cannot vary (zero width); respondents still can
+    tmp = path_off.parent.parent
+    one_off = json.loads(run_audit(config(tmp, tiny_llama_dir, limit=1, out=str(tmp / "one_off"))).read_text())
+    one_on = json.loads(run_audit(config(tmp, tiny_llama_dir, limit=1, respondents=True,
+                                         out=str(tmp / "one_on"))).read_text())  # fmt: skip
+    w1_off, w1_on = _ci_widths(one_off), _ci_widths(one_on)
+    assert np.nanmax(w1_off) == 0.0
+    sim = [g["metrics"]["similarity"]["ci"] for g in one_on["groups"]]
+    assert all(hi - lo > 0 for lo, hi in sim)
+    assert np.all(w1_on[np.isfinite(w1_on)] >= 0) and np.nansum(w1_on) > 0
