@@ -72,6 +72,12 @@ def _print_summary(results_path: Path, out: Path, formats: tuple[str, ...] = FOR
     ]
     if flagged:
         click.echo(f"  flagged: {'; '.join(flagged[:8])}{' ...' if len(flagged) > 8 else ''}")
+    from .results import unavailable_notes
+
+    notes = [*((record.get("questions") or {}).get("notes") or []),
+             *unavailable_notes((record.get("subgroups") or {}).get("unavailable"))]  # fmt: skip
+    for note in notes:
+        click.echo(f"NOTE: {note}")
     click.echo(f"results: {results_path}")
     for fmt in formats:
         path = out / f"report.{fmt}"

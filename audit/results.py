@@ -98,11 +98,17 @@ def data_section(source: DataSource) -> dict[str, Any]:
     }
 
 
-def question_section(spec: str, questions: Sequence[Question], limit: int | None) -> dict[str, Any]:
+def question_section(
+    spec: str, questions: Sequence[Question], limit: int | None, notes: Sequence[str] = (),
+    excluded: Sequence[str] = (),
+) -> dict[str, Any]:  # fmt: skip
+    """The audited questions; ``excluded``/``notes``: selected ids the method refused (e.g. steering calibration)."""
     return {
         "set": spec,
         "limit": limit,
         "ids": [q.id for q in questions],
+        "excluded": list(excluded),
+        "notes": list(notes),
         "details": [
             {
                 "id": q.id, "text": q.text, "short": q.short, "category": q.category,
@@ -114,13 +120,20 @@ def question_section(spec: str, questions: Sequence[Question], limit: int | None
     }
 
 
-def subgroup_section(config: Any, suppressed: Sequence[Group]) -> dict[str, Any]:
+def subgroup_section(config: Any, suppressed: Sequence[Group], unavailable: dict[str, str] | None = None) -> dict[str, Any]:
+    """``unavailable``: requested attributes/intersections the survey could not build (name -> reason)."""
     return {
         "min_size": config.min_size,
         "attributes": list(config.effective_attributes()),
         "intersections": list(config.intersections),
         "suppressed": [{"attribute": g.attribute, "group": g.label, "n": int(g.n)} for g in suppressed],
+        "unavailable": dict(unavailable or {}),
     }
+
+
+def unavailable_notes(unavailable: dict[str, str] | None) -> list[str]:
+    """One plain-language line per attribute or intersection that could not be audited."""
+    return [f"subgroups {name!r} not audited: {why}" for name, why in (unavailable or {}).items()]
 
 
 def _normalised(dist: Sequence[float], where: str) -> list[float]:
@@ -224,11 +237,16 @@ def assemble(
     device: dict[str, Any],
     method_report: dict[str, Any] | None = None,
     engine_stats: dict[str, Any] | None = None,
+    unavailable: dict[str, str] | None = None,
+    question_notes: Sequence[str] = (),
+    excluded: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The complete results.json record (docs/results-schema.md).
 
     ``engine_stats`` (prompts scored, taken from the cache, tokens) go under "timings":
     they differ between a fresh and a resumed run whose figures are identical.
+    Question and subgroup notes are recorded in their sections and also appended to
+    "metric_notes", which the report prints as "Notes from this run".
     """
     record = header(config)
     timing_block: dict[str, Any] = {k: round(float(v), 3) for k, v in timings.items()}
@@ -242,8 +260,8 @@ def assemble(
             "model": model_info,
             "method": {"name": method.name, "params": method.params(), "fingerprint": method.fingerprint()},
             "data": data_section(source),
-            "questions": question_section(config.questions, questions, config.limit),
-            "subgroups": subgroup_section(config, suppressed),
+            "questions": question_section(config.questions, questions, config.limit, question_notes, excluded),
+            "subgroups": subgroup_section(config, suppressed, unavailable),
             "items": item_records(items, evaluation.get("item_metrics")),
         }
     )
@@ -252,6 +270,9 @@ def assemble(
     for key, value in evaluation.items():  # notes or sections metrics adds later travel along
         if key not in record and key != "item_metrics":
             record[key] = value
+    run_notes = [*question_notes, *unavailable_notes(unavailable)]
+    if run_notes:
+        record["metric_notes"] = list(dict.fromkeys([*(record.get("metric_notes") or []), *run_notes]))
     if method_report:
         record["method_report"] = method_report
     return record

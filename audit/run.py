@@ -69,6 +69,26 @@ def pick_questions(config: RunConfig) -> list[Question]:
     return questions
 
 
+def filter_questions(method: Method, questions: list[Question]) -> tuple[list[Question], list[str], list[str]]:
+    """(kept, notes, excluded ids): a method may refuse questions it was fitted on (steering calibration).
+
+    Dropping them here, before ground truth and scoring, keeps the audit to held-out
+    questions instead of failing in the middle of scoring.
+    """
+    hook = getattr(method, "filter_questions", None)
+    if hook is None:
+        return questions, [], []
+    kept, notes = hook(questions)
+    kept = list(kept)
+    ids = {q.id for q in kept}
+    return kept, [str(n) for n in notes], [q.id for q in questions if q.id not in ids]
+
+
+def unavailable(groupset: Any) -> dict[str, str]:
+    """Attributes/intersections the survey could not build (attribute -> reason)."""
+    return {str(k): str(v) for k, v in dict(getattr(groupset, "unavailable", None) or {}).items()}
+
+
 def load_data(config: RunConfig, country: Country) -> Any:
     """The user's WVS file, or the synthetic demo sample when none is given (flagged everywhere)."""
     from .survey import demo_survey, load_survey
@@ -199,7 +219,9 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
     # 1. everything the user can get wrong, before anything slow
     method = make_method(config)
     country = resolve_country(config.country)
-    questions = pick_questions(config)
+    questions, question_notes, excluded = filter_questions(method, pick_questions(config))
+    for note in question_notes:
+        say(note)
     if main:
         res.write_pending(out, config)
 
@@ -212,6 +234,8 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
         f"{len(groupset.groups)} groups x {len(questions)} questions ({config.questions}), "
         f"{len(groupset.suppressed)} groups suppressed (< {config.min_size} respondents)"
     )
+    for note in res.unavailable_notes(unavailable(groupset)):
+        say(note)
 
     # 3. model side (the cache opens first: a bad --cache fails before the slow model load)
     cache = make_cache(config)
@@ -245,6 +269,7 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
         return res.assemble(
             config=config, model_info=dict(loaded.info), method=method, source=survey.source,
             questions=questions, suppressed=groupset.suppressed, items=items, evaluation=evaluation,
+            unavailable=unavailable(groupset), question_notes=question_notes, excluded=excluded,
             timings=clock.summary(), device=res.device_info(loaded), method_report=ctx.extra.get("method_report"),
             engine_stats=getattr(engine, "stats", None),
         )  # fmt: skip

@@ -149,3 +149,18 @@ def test_summary_names_report_and_synthetic_data(tmp_path, capsys):
     assert "sex=Male (accuracy: disfavoured)" in out
     assert f"report:  {tmp_path / 'report.html'}" in out and "report.pdf" not in out
     assert "SYNTHETIC DATA" in out
+
+
+def test_summary_prints_unavailable_subgroups_and_question_notes(tmp_path, capsys):
+    from cvaudit.audit import cli_run
+
+    record = {"overall": {}, "groups": [], "data": {"synthetic": False},
+              "questions": {"notes": ["steering: 1 question(s) excluded because the vectors were fitted on them: Q2"]},
+              "subgroups": {"unavailable": {"settlement": "column H_URBRURAL absent or all missing",
+                                            "sex:settlement": "needs settlement"}}}  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps(record))
+    cli_run._print_summary(tmp_path / "results.json", tmp_path, ())
+    out = capsys.readouterr().out.splitlines()
+    assert "NOTE: subgroups 'settlement' not audited: column H_URBRURAL absent or all missing" in out
+    assert "NOTE: subgroups 'sex:settlement' not audited: needs settlement" in out
+    assert "NOTE: steering: 1 question(s) excluded because the vectors were fitted on them: Q2" in out

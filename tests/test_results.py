@@ -131,6 +131,7 @@ def test_assemble_follows_the_schema(tmp_path):
     assert record["questions"]["ids"] == ["Q1", "Q8"]
     assert record["questions"]["details"][1]["positions"] is None
     assert record["subgroups"]["suppressed"] == [{"attribute": "sex", "group": "Other", "n": 4}]
+    assert record["subgroups"]["unavailable"] == {} and record["questions"]["excluded"] == []
     assert record["items"][1]["metrics"]["nmae"] is None and record["items"][1]["metrics"]["accuracy"] == 1.0
     assert record["timings"] == {"load_s": 1.235}
     assert record["method_report"] == {"T": [{"a": 1}]}

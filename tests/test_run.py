@@ -226,3 +226,66 @@ def test_respondent_bootstrap_widens_intervals_and_is_recorded(persona_run, tiny
     sim = [g["metrics"]["similarity"]["ci"] for g in one_on["groups"]]
     assert all(hi - lo > 0 for lo, hi in sim)
     assert np.all(w1_on[np.isfinite(w1_on)] >= 0) and np.nansum(w1_on) > 0
+
+
+def test_method_filter_questions_drops_calibration_questions(tmp_path, tiny_llama_dir, monkeypatch):
+    """A method fitted on some questions (steering calibration) has them dropped before scoring, with a note."""
+    from cvaudit.audit.methods import base
+    from cvaudit.audit.methods.none import NoneMethod
+    from cvaudit.audit.run import run_audit
+
+    seen: dict[str, list] = {}
+
+    class Calibrated(NoneMethod):
+        name = "calibrated"
+
+        def filter_questions(self, questions):
+            seen["offered"] = [q.id for q in questions]
+            return [q for q in questions if q.id != "Q2"], ["fitted on Q2: excluded"]
+
+        def predict(self, ctx):
+            seen["scored"] = [q.id for q in ctx.questions]
+            return super().predict(ctx)
+
+    monkeypatch.setitem(base._REGISTRY, "calibrated", Calibrated)
+    r = json.loads(run_audit(config(tmp_path, tiny_llama_dir, method="calibrated", questions="Q1,Q2,Q3",
+                                    limit=None, n_boot=10)).read_text())  # fmt: skip
+    assert seen == {"offered": ["Q1", "Q2", "Q3"], "scored": ["Q1", "Q3"]}
+    assert r["questions"]["ids"] == ["Q1", "Q3"] and r["questions"]["excluded"] == ["Q2"]
+    assert r["questions"]["notes"] == ["fitted on Q2: excluded"]
+    assert "fitted on Q2: excluded" in r["metric_notes"]
+    assert {it["question"] for it in r["items"]} == {"Q1", "Q3"}
+
+
+def test_real_steering_filter_excludes_vector_calibration(tmp_path):
+    """The steering method's own filter: questions in a vectors file's calibration split are dropped, not an error."""
+    from cvaudit.audit.methods.base import get_method_class
+    from cvaudit.audit.questions import select_questions
+    from cvaudit.audit.run import filter_questions
+
+    vectors = tmp_path / "v.safetensors"
+    vectors.write_bytes(b"")
+    (tmp_path / "v.json").write_text(json.dumps({"kind": "subgroup", "split": {"calibration": ["Q2", "Q4"]}}))
+    method = get_method_class("steering")(vectors=str(vectors))
+    kept, notes, excluded = filter_questions(method, select_questions("Q1,Q2,Q3,Q4"))
+    assert [q.id for q in kept] == ["Q1", "Q3"] and excluded == ["Q2", "Q4"]
+    assert len(notes) == 1 and "Q2, Q4" in notes[0]
+
+
+def test_unavailable_attributes_are_recorded(tmp_path, tiny_llama_dir):
+    """An attribute whose column is absent from the WVS file is listed, with its intersections, not an error."""
+    from cvaudit.audit.run import run_audit
+    from cvaudit.audit.synthetic import generate_frame, to_csv_bytes
+
+    frame = generate_frame("SG", n=400, seed=1)
+    frame["H_URBRURAL"] = -5  # missing code everywhere: settlement cannot be built
+    wvs = tmp_path / "wvs.csv"
+    wvs.write_bytes(to_csv_bytes(frame))
+    cfg = config(tmp_path, tiny_llama_dir, wvs_file=str(wvs), attributes=("sex", "settlement"),
+                 intersections=("sex:settlement",), limit=1, n_boot=5)  # fmt: skip
+    r = json.loads(run_audit(cfg).read_text())
+    unavailable = r["subgroups"]["unavailable"]
+    assert set(unavailable) == {"settlement", "sex:settlement"}
+    assert "H_URBRURAL" in unavailable["settlement"] and unavailable["sex:settlement"] == "needs settlement"
+    assert {g["attribute"] for g in r["groups"]} == {"sex"}
+    assert any("'settlement' not audited" in n for n in r["metric_notes"])
