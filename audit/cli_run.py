@@ -115,7 +115,7 @@ def _run_callback(**kw: Any) -> None:
     kw.pop("format", None)
     config = RunConfig(
         model=kw["model"], revision=kw["revision"], dtype=kw["dtype"], device=kw["device"],
-        device_map=kw["device_map"], trust_remote_code=kw["trust_remote_code"], method=method,
+        device_map=kw["device_map"], trust_remote_code=kw["trust_remote_code"], allow_pickle=kw["allow_pickle"], method=method,
         method_params=tuple(method_params), country=kw["country"], wvs_file=kw["wvs_file"],
         questions=kw["questions"], attributes=kw["attributes"], intersections=kw["intersections"],
         min_size=kw["min_size"], limit=kw["limit"], batch_size=kw["batch_size"], seed=kw["seed"],
@@ -128,12 +128,13 @@ def _run_callback(**kw: Any) -> None:
 
 _D = RunConfig()
 _RUN_OPTIONS = [
-    click.Option(["--model"], default=_D.model, show_default=True, help="HF id, local directory, or smollm2-135m (embedded)."),
+    click.Option(["--model"], default=None, help="HF id, local directory, or smollm2-135m (embedded). Default: smollm2-135m, or a --checkpoint adapter's recorded base."),
     click.Option(["--revision"], default=None, help="Model revision (branch, tag or commit) for hub ids."),
     click.Option(["--dtype"], default=_D.dtype, show_default=True, type=click.Choice(["auto", "float32", "float16", "bfloat16"])),
     click.Option(["--device"], default=_D.device, show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
     click.Option(["--device-map"], default=None, help="accelerate device map, e.g. auto for models larger than one GPU."),
     click.Option(["--trust-remote-code"], is_flag=True, help="Allow the model repo's own code (only for models you trust)."),
+    click.Option(["--allow-pickle"], is_flag=True, help="Allow pickle (.bin/.pt) weights for --model or --checkpoint; they can run code, so only for trusted files."),
     click.Option(["--method"], default=_D.method, show_default=True, help="none, persona, disca, steering or checkpoint."),
     click.Option(["--method-param"], multiple=True, metavar="KEY=VALUE", help="Method parameter (repeatable)."),
     click.Option(["--country"], default=_D.country, show_default=True, help="Country: alpha-2, alpha-3 or numeric (SG, SGP, 702)."),

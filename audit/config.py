@@ -23,6 +23,8 @@ ATTRIBUTES = ("sex", "age", "ethnicity", "religion", "education", "income", "mar
 #: = 1,496 prompts, what a 5-minute persona run on 2 CPU cores affords (see
 #: docs/methods-persona.md). ``attributes=ATTRIBUTES`` (CLI: ``--attributes all``) audits all nine.
 DEFAULT_ATTRIBUTES = ("sex", "age", "ethnicity", "religion", "education")
+#: what ``model=None`` (no ``--model``) loads: the embedded SmolLM2-135M-Instruct
+DEFAULT_MODEL = "smollm2-135m"
 
 
 def split_csv(value: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -67,12 +69,13 @@ def _float(name: str, value: Any, lo: float, hi: float, lo_open: bool = True, hi
 class RunConfig:
     """One audit run. Defaults give the embedded model on the synthetic Singapore sample."""
 
-    model: str = "smollm2-135m"
+    model: str | None = None  # None: not given, DEFAULT_MODEL (or a LoRA adapter's recorded base)
     revision: str | None = None
     dtype: str = "auto"
     device: str = "auto"
     device_map: str | None = None
     trust_remote_code: bool = False
+    allow_pickle: bool = False  # pickle (.bin/.pt) weights can run code: only for trusted files
     method: str = "persona"
     method_params: tuple[tuple[str, Any], ...] = ()
     country: str = "SG"
@@ -101,7 +104,11 @@ class RunConfig:
         def set_(name: str, value: Any) -> None:  # frozen: normalise in place, once
             object.__setattr__(self, name, value)
 
-        for name in ("model", "method", "country", "questions", "out"):
+        if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
+            raise ConfigError(f"model must be a non-empty string (or None for {DEFAULT_MODEL}), got {self.model!r}")
+        if self.model is not None:
+            set_("model", self.model.strip())
+        for name in ("method", "country", "questions", "out"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
@@ -130,6 +137,7 @@ class RunConfig:
         set_("reference", self._reference(self.reference))
         set_("formats", self._formats(self.formats))
         set_("trust_remote_code", bool(self.trust_remote_code))
+        set_("allow_pickle", bool(self.allow_pickle))
         set_("no_cache", bool(self.no_cache))
         set_("respondents", bool(self.respondents))
         set_("progress", bool(self.progress))
@@ -200,6 +208,10 @@ class RunConfig:
         if bad:
             raise ConfigError(f"unknown report format {bad[0]!r}; choose from {', '.join(FORMATS)} (or --no-report)")
         return tuple(dict.fromkeys(formats))
+
+    def model_id(self) -> str:
+        """The model to load when no method overrides it: ``model``, or the embedded default."""
+        return DEFAULT_MODEL if self.model is None else self.model
 
     def effective_attributes(self) -> tuple[str, ...]:
         return DEFAULT_ATTRIBUTES if self.attributes is None else self.attributes

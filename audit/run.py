@@ -49,11 +49,28 @@ def _stderr(message: str) -> None:
     print(f"cvaudit: {message}", file=sys.stderr, flush=True)
 
 
-def make_method(config: RunConfig) -> Method:
-    """Instantiate the method; a bad parameter is a one-line ConfigError, not a TypeError."""
-    cls = get_method_class(config.method)
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` takes a keyword ``name`` (by name, not through **kwargs)."""
+    import inspect
+
     try:
-        return cls(**config.method_kwargs())
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def make_method(config: RunConfig) -> Method:
+    """Instantiate the method; a bad parameter is a one-line ConfigError, not a TypeError.
+
+    ``--allow-pickle`` is one run option: a method that validates its own weight files
+    (checkpoint) receives it as its ``allow_pickle`` parameter unless that was given.
+    """
+    cls = get_method_class(config.method)
+    kwargs = config.method_kwargs()
+    if config.allow_pickle and "allow_pickle" not in kwargs and _accepts(cls.__init__, "allow_pickle"):
+        kwargs["allow_pickle"] = True
+    try:
+        return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"bad parameters for method {config.method!r}: {exc}") from None
 
@@ -136,18 +153,26 @@ def check_reference(config: RunConfig, groups: Any) -> None:
 
 
 def model_spec(config: RunConfig, method: Method) -> Any:
-    """ModelSpec from the config, then the method's overrides (e.g. an adapter or a checkpoint dir)."""
+    """ModelSpec from the config, then the method's overrides (e.g. an adapter or a checkpoint dir).
+
+    A method whose ``model_overrides`` takes ``model`` is told the ``--model`` the user
+    gave (None when not given), so an explicit choice beats e.g. an adapter's recorded base.
+    """
     from .models import ModelSpec
 
     spec = ModelSpec(
-        id=config.model,
+        id=config.model_id(),
         revision=config.revision,
         dtype=config.dtype,
         device=config.device,
         device_map=config.device_map,
         trust_remote_code=config.trust_remote_code,
+        allow_pickle=config.allow_pickle,
     )
-    overrides = dict(method.model_overrides() or {})
+    hook = method.model_overrides
+    overrides = dict((hook(model=config.model) if _accepts(hook, "model") else hook()) or {})
+    if "allow_pickle" in overrides:  # the method may allow pickle for its checkpoint; --allow-pickle still holds
+        overrides["allow_pickle"] = bool(overrides["allow_pickle"]) or config.allow_pickle
     valid = {f.name for f in fields(spec)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
@@ -222,6 +247,7 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
     questions, question_notes, excluded = filter_questions(method, pick_questions(config))
     for note in question_notes:
         say(note)
+    spec = model_spec(config, method)  # a clash between --model and the method's model fails here, not after data
     if main:
         res.write_pending(out, config)
 
@@ -242,7 +268,7 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
     with clock("load"):
         from .models import load_model
 
-        loaded = load_model(model_spec(config, method))
+        loaded = load_model(spec)
         engine = make_engine(config, loaded, cache)
     mcfg = metrics_config(config)
     ctx = MethodContext(

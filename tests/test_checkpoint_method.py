@@ -176,3 +176,80 @@ def test_method_report_figures(audited):
     nmae = [r["nmae"] for r in per_group]
     row = next(r for r in summary if r["groups"] == "all audited groups" and r["figure"] == "nmae normalised range")
     assert row["checkpoint"] == pytest.approx((max(nmae) - min(nmae)) / max(nmae))
+
+
+@pytest.fixture(scope="module")
+def other_base(tmp_path_factory, smollm2_dir) -> Path:
+    """A second tiny Llama with the adapter's shapes but other weights: an explicit --model to load it on."""
+    from conftest import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("other-base"), smollm2_dir, seed=7)
+
+
+def test_explicit_model_beats_the_adapters_recorded_base(tmp_path, adapter, tiny_llama_dir, other_base):
+    """--model given: the adapter goes on it; --model not given: on the adapter's recorded base."""
+    from cvaudit.audit.models import ModelSpec, weight_files, weights_fingerprint
+
+    common = ["run", "--method", "checkpoint", "--checkpoint", str(adapter), "--attributes", "sex",
+              "--questions", "Q1", "--n-boot", "5", "--no-report", "--quiet", "--cache", str(tmp_path / "s.sqlite")]
+    assert _run([*common, "--model", str(other_base), "--out", str(tmp_path / "explicit")]) == 0
+    assert _run([*common, "--out", str(tmp_path / "recorded")]) == 0
+    explicit = json.loads((tmp_path / "explicit" / "results.json").read_text())
+    recorded = json.loads((tmp_path / "recorded" / "results.json").read_text())
+    fp = lambda d: weights_fingerprint(Path(d), weight_files(Path(d)))  # noqa: E731
+    assert explicit["model"]["id"] == str(other_base) and explicit["method"]["params"]["base"] == str(other_base)
+    assert explicit["model"]["fingerprint"].startswith(fp(other_base) + "+adapter:")
+    assert recorded["model"]["id"] == str(tiny_llama_dir) and recorded["config"]["model"] is None
+    assert recorded["model"]["fingerprint"].startswith(fp(tiny_llama_dir) + "+adapter:")
+    assert fp(other_base) != fp(tiny_llama_dir)
+    # the base distributions really come from the two different bases
+    a = [i["extra"]["base_dist"] for i in explicit["items"]]
+    b = [i["extra"]["base_dist"] for i in recorded["items"]]
+    assert np.abs(np.subtract(a, b)).max() > 1e-3
+    assert ModelSpec().id == "smollm2-135m"
+
+
+def test_model_clashes_are_config_errors(adapter, tiny_llama_dir, other_base):
+    m = method(checkpoint=str(adapter), base=str(tiny_llama_dir))
+    with pytest.raises(ConfigError, match="disagree"):
+        m.model_overrides(model=str(other_base))
+    assert m.model_overrides(model=str(tiny_llama_dir))["id"] == str(tiny_llama_dir)
+    full = method(checkpoint=str(tiny_llama_dir), compare_base="false")
+    with pytest.raises(ConfigError, match="replaces --model"):
+        full.model_overrides(model=str(other_base))
+    assert full.model_overrides(model=str(tiny_llama_dir))["id"] == str(tiny_llama_dir.resolve())
+
+
+def test_allow_pickle_is_one_run_option_for_model_and_checkpoint(tmp_path, tiny_llama_dir, adapter, capsys):
+    """A pickle-only --model (any method) and a pickle-only --checkpoint: refused (exit 2) unless --allow-pickle."""
+    from cvaudit.audit.cli_run import _METHOD_OPTIONS
+    from safetensors.torch import load_file
+
+    assert "allow_pickle" not in _METHOD_OPTIONS  # no method declares its own --allow-pickle any more
+    pickled = shutil.copytree(tiny_llama_dir, tmp_path / "pickle_model")
+    torch.save(load_file(str(pickled / "model.safetensors")), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    pickled_adapter = shutil.copytree(adapter, tmp_path / "pickle_adapter")
+    torch.save(load_file(str(pickled_adapter / "adapter_model.safetensors")), pickled_adapter / "adapter_model.bin")
+    (pickled_adapter / "adapter_model.safetensors").unlink()
+    common = ["run", "--attributes", "sex", "--questions", "Q1", "--n-boot", "5", "--no-report", "--no-cache",
+              "--quiet"]
+    runs = {"model": [*common, "--method", "none", "--model", str(pickled)],
+            "adapter": [*common, "--method", "checkpoint", "--checkpoint", str(pickled_adapter),
+                        "--model", str(tiny_llama_dir)]}  # fmt: skip
+    for name, args in runs.items():
+        capsys.readouterr()
+        assert _run([*args, "--out", str(tmp_path / f"{name}-refused")]) == 2
+        err = capsys.readouterr().err
+        assert "--allow-pickle" in err and len(err.strip().splitlines()) == 1, err
+        assert _run([*args, "--allow-pickle", "--out", str(tmp_path / name)]) == 0
+        r = json.loads((tmp_path / name / "results.json").read_text())
+        assert r["complete"] and r["config"]["allow_pickle"] is True and r["items"]
+    r = json.loads((tmp_path / "adapter" / "results.json").read_text())
+    assert r["method"]["params"]["allow_pickle"] is True
+    # the pickle model scores exactly like its safetensors original
+    assert _run([*runs["model"][:-2], "--model", str(tiny_llama_dir), "--out", str(tmp_path / "st")]) == 0
+    st = json.loads((tmp_path / "st" / "results.json").read_text())
+    np.testing.assert_allclose([i["model_dist"] for i in st["items"]],
+                               [i["model_dist"] for i in json.loads((tmp_path / "model" / "results.json")
+                                                                     .read_text())["items"]], atol=1e-6)  # fmt: skip

@@ -96,16 +96,16 @@ def test_run_options_map_onto_run_config(monkeypatch):
     assert (c.questions, c.attributes, c.intersections) == ("Q1,Q8", ("sex", "age"), ("sex:age",))
     assert (c.min_size, c.limit, c.batch_size, c.seed, c.n_boot, c.tau) == (12, 2, 4, 3, 50, 0.9)
     assert (c.reference, c.out, c.cache, c.formats, c.progress) == ((("sex", "Male"),), "o", "c.sqlite", ("html",), False)
-    assert c.trust_remote_code and c.device_map == "auto"
+    assert c.trust_remote_code and c.device_map == "auto" and not c.allow_pickle
     seen.clear()
     result = CliRunner().invoke(cli_run.run, ["--no-report", "--no-cache"])
     assert result.exit_code == 0, result.output
     assert seen["config"].formats == () and seen["config"].no_cache and seen["config"].progress
-    assert seen["config"].respondents is False
+    assert seen["config"].respondents is False and seen["config"].model is None  # --model not given
     seen.clear()
-    result = CliRunner().invoke(cli_run.run, ["--respondent-bootstrap"])
+    result = CliRunner().invoke(cli_run.run, ["--respondent-bootstrap", "--allow-pickle"])
     assert result.exit_code == 0, result.output
-    assert seen["config"].respondents is True
+    assert seen["config"].respondents is True and seen["config"].allow_pickle is True
 
 
 def test_help_lists_method_options_and_stays_light(tmp_path):
@@ -126,7 +126,7 @@ def test_demo_runs_the_documented_default_audit(monkeypatch, tmp_path):
     result = CliRunner().invoke(cli_run.demo, ["--out", str(tmp_path / "d")])
     assert result.exit_code == 0, result.output
     c = seen["config"]
-    assert (c.method, c.model, c.country, c.wvs_file, c.questions) == ("persona", "smollm2-135m", "SG", None, "core")
+    assert (c.method, c.model_id(), c.country, c.wvs_file, c.questions) == ("persona", "smollm2-135m", "SG", None, "core")
     assert c.effective_attributes() == DEFAULT_ATTRIBUTES and c.formats == ("html", "pdf")
     assert c.out == str(tmp_path / "d")
     assert "SYNTHETIC" in result.output

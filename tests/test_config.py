@@ -11,7 +11,9 @@ from cvaudit.audit.errors import ConfigError
 
 def test_defaults_are_the_documented_demo_setup():
     c = RunConfig()
-    assert (c.model, c.method, c.country, c.questions, c.wvs_file) == ("smollm2-135m", "persona", "SG", "core", None)
+    assert (c.model, c.method, c.country, c.questions, c.wvs_file) == (None, "persona", "SG", "core", None)
+    assert c.model_id() == "smollm2-135m" and RunConfig(model=" m ").model_id() == "m"
+    assert c.allow_pickle is False and c.respondents is False
     assert (c.min_size, c.n_boot, c.level, c.tau, c.seed) == (30, 1000, 0.95, 0.8, 0)
     assert c.formats == ("html", "pdf") and c.batch_size == "auto"
     assert c.effective_attributes() == DEFAULT_ATTRIBUTES
@@ -41,7 +43,7 @@ def test_to_dict_is_json_and_round_trips():
     assert set(d) >= {"model", "revision", "dtype", "device", "device_map", "trust_remote_code", "method",
                       "country", "wvs_file", "questions", "attributes", "intersections", "min_size", "limit",
                       "batch_size", "seed", "n_boot", "level", "tau", "reference", "out", "cache", "no_cache",
-                      "formats", "progress", "respondents"}  # fmt: skip
+                      "formats", "progress", "respondents", "allow_pickle"}  # fmt: skip
 
 
 def test_frozen():
@@ -71,6 +73,7 @@ def test_frozen():
         ({"dtype": "int8"}, "unknown dtype"),
         ({"device": "tpu"}, "unknown device"),
         ({"country": " "}, "country must be a non-empty string"),
+        ({"model": " "}, "model must be a non-empty string"),
     ],
 )
 def test_bad_values_raise_one_line_config_errors(kwargs, message):

@@ -49,11 +49,9 @@ class CheckpointMethod(Method):
     cli_options = (
         click.Option(["--checkpoint", "checkpoint"], help="Fine-tuned model directory or PEFT LoRA adapter directory."),
         click.Option(["--checkpoint-base", "base"],
-                     help="Base model of a LoRA adapter (default: the adapter's own base when available offline, "
-                          "else --model)."),
-        click.Option(["--allow-pickle", "allow_pickle"], is_flag=True,
-                     help="Allow pickle (.bin/.pt) checkpoint weights; they can run code, so only for trusted sources."),
-    )
+                     help="Base model of a LoRA adapter (default: --model when given, else the adapter's own "
+                          "base when available offline, else the embedded model)."),
+    )  # pickle weights: the run-wide --allow-pickle reaches this method as its allow_pickle parameter
 
     def __init__(self, checkpoint: str | None = None, base: str | None = None, allow_pickle: Any = None,
                  compare_base: Any = None, template: str | None = None, **params: Any) -> None:
@@ -87,6 +85,7 @@ class CheckpointMethod(Method):
             load_template(self.template)  # fail now, before the model loads
         self.split = read_split(self.path)
         self._fingerprint: str | None = None
+        self._model: str | None = None  # the run's explicit --model, told by model_overrides()
         super().__init__(checkpoint=os.fspath(self.path))
 
     # ------------------------------------------------------------- identity
@@ -98,11 +97,14 @@ class CheckpointMethod(Method):
         return self._fingerprint
 
     def base_id(self) -> str | None:
-        """The base model an adapter loads on: --checkpoint-base, else its recorded base if loadable offline."""
+        """The base an adapter loads on: --checkpoint-base, else an explicit --model, else its recorded base
+        if loadable offline (None: the run's default model)."""
         if self.kind != "adapter":
             return None
         if self.base:
             return self.base
+        if self._model:
+            return self._model
         from ..adapters import base_available
 
         recorded = self.adapter_config.get("base_model_name_or_path")
@@ -127,7 +129,15 @@ class CheckpointMethod(Method):
             out["finetune"] = {k: self.split.get(k) for k in ("hyperparameters", "seed", "base_model", "questions")}
         return out
 
-    def model_overrides(self) -> dict[str, Any]:
+    def model_overrides(self, model: str | None = None) -> dict[str, Any]:
+        """``model``: the --model the user gave (None: not given). It beats the adapter's recorded base."""
+        if model is not None and self.kind == "model" and Path(model).expanduser().resolve() != self.path:
+            raise ConfigError(f"--checkpoint {self.path} is a full model and replaces --model {model}; "
+                              "drop one of them")
+        if model is not None and self.base and model != self.base:
+            raise ConfigError(f"--model {model} and --checkpoint-base {self.base} disagree on the adapter's base; "
+                              "give one of them")
+        self._model = model
         if self.kind == "model":
             return {"id": os.fspath(self.path), "allow_pickle": self.allow_pickle}
         out: dict[str, Any] = {"adapter": os.fspath(self.path), "allow_pickle": self.allow_pickle}
