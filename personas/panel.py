@@ -151,31 +151,21 @@ def _age_label_phrase(label: str) -> str:
     return f" aged {s}"
 
 
-def _lookup(attribute: str, label: str) -> str | None:
-    from cvaudit.personas.persona import normalise_label, phrases
-
-    table = phrases().get(attribute, {})
-    for key in (label.strip().lower(), normalise_label(label)):
-        if key in table:
-            return table[key]
-    return table.get("fallback", "{label}")
-
-
 def disca_text(values: dict[str, str], country: Country, age_range: str, profile: Sequence[DimensionScore]) -> str:
     """The paper's persona frame for one panel member (identity from ``values``, one sentence per dimension)."""
-    from cvaudit.personas.persona import DETAILS, clean_label
+    from cvaudit.personas.persona import DETAILS, clean_label, lookup_phrase
 
     role_words: list[str] = []
     if "ethnicity" in values:
-        eth = _lookup("ethnicity", values["ethnicity"])
+        eth = lookup_phrase("ethnicity", values["ethnicity"])
         if eth is not None:
             role_words.append(eth.format(label=clean_label(values["ethnicity"])))
-    noun = (_lookup("sex", values["sex"]) if "sex" in values else None) or "person"
+    noun = (lookup_phrase("sex", values["sex"]) if "sex" in values else None) or "person"
     role = " ".join([*role_words, noun])
     details = ""
     for attr in DETAILS:
         if attr in values:
-            details += (_lookup(attr, values[attr]) or "").format(label=clean_label(values[attr]), country=country.name)
+            details += (lookup_phrase(attr, values[attr]) or "").format(label=clean_label(values[attr]), country=country.name)
     vals = "".join(f" {d.sentence}" for d in profile)
     return frame_template().format(
         article=_article(role), role=role, country=country.name, age_range=age_range, details=details,

@@ -81,7 +81,11 @@ def normalise_label(label: str) -> str:
     return clean_label(label).lower()
 
 
-def _lookup(attribute: str, label: str) -> str | None:
+def lookup_phrase(attribute: str, label: str) -> str | None:
+    """phrases.json's words for ``label`` of ``attribute`` (exact, then cleaned key; else the fallback).
+
+    Shared by persona texts and DISCA panel texts so a group is described the same way in both.
+    """
     table = phrases().get(attribute, {})
     for key in (label.strip().lower(), normalise_label(label)):
         if key in table:
@@ -122,12 +126,12 @@ def _identity(values: dict[str, str], country: Country) -> tuple[str, str]:
         if adj:
             pre.append(adj)
     if "ethnicity" in values:
-        word = _lookup("ethnicity", values["ethnicity"])
+        word = lookup_phrase("ethnicity", values["ethnicity"])
         if word is None:  # "Other": not an adjective; say it in a sentence instead
             extra = phrases()["ethnicity_other_sentence"].format(country=country.name)
         else:
             pre.append(word.format(label=clean_label(values["ethnicity"])))
-    noun = _lookup("sex", values["sex"]) if "sex" in values else "person"
+    noun = lookup_phrase("sex", values["sex"]) if "sex" in values else "person"
     words = [*pre, noun or "person"]
     return f"{_article(words[0])} {' '.join(words)}{post}", extra
 
@@ -143,7 +147,7 @@ def persona_text(group: Group, country: Country, template: str | None = None) ->
     identity, details = _identity(values, country)
     for attr in DETAILS:
         if attr in values:
-            sentence = _lookup(attr, values[attr]) or ""
+            sentence = lookup_phrase(attr, values[attr]) or ""
             details += sentence.format(label=clean_label(values[attr]), country=country.name)
     text = load_template(template).format(identity=identity, country=country.name, details=details).strip()
     return text or None

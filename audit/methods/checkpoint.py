@@ -24,24 +24,9 @@ import click
 from ..errors import ConfigError
 from ..types import ItemPrediction
 from .base import Method, MethodContext, PromptSpec, register_method
+from .params import as_bool
 
 PARAMS = ("checkpoint", "base", "allow_pickle", "compare_base", "template")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
-def _flag(name: str, value: Any, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"method parameter {name} must be true or false, got {value!r}")
-
 
 @register_method("checkpoint")
 class CheckpointMethod(Method):
@@ -63,7 +48,7 @@ class CheckpointMethod(Method):
             raise ConfigError("method checkpoint needs the checkpoint directory: --checkpoint PATH "
                               "(or --method-param checkpoint=PATH)")
         self.path = Path(str(checkpoint)).expanduser()
-        self.allow_pickle = _flag("allow_pickle", allow_pickle, False)
+        self.allow_pickle = as_bool(allow_pickle, "allow_pickle", False)
         self.kind = checkpoint_kind(self.path)
         if self.kind == "adapter":
             self.adapter_config = check_adapter_dir(self.path, self.allow_pickle)
@@ -74,7 +59,7 @@ class CheckpointMethod(Method):
                 raise ConfigError("--checkpoint-base applies to LoRA adapters; a full model directory is its own model")
         self.path = self.path.resolve()
         self.base = str(base) if base else None
-        self.compare_base = _flag("compare_base", compare_base, self.kind == "adapter")
+        self.compare_base = as_bool(compare_base, "compare_base", self.kind == "adapter")
         if self.compare_base and self.kind != "adapter":
             raise ConfigError("compare_base needs a LoRA adapter; for a full model run the base separately "
                               "and use cvaudit compare")

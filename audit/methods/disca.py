@@ -33,6 +33,7 @@ from ..disca_math import (
 from ..errors import ConfigError
 from ..types import ItemPrediction
 from .base import Method, MethodContext, PromptSpec, register_method
+from .params import as_bool, as_number
 
 INT_PARAMS = ("panel_size", "samples", "panel_min_size")
 FLOAT_PARAMS = ("alpha", "beta", "kappa", "lam", "eta", "temperature", "output_temperature", "sigma_floor", "ess_min",
@@ -42,27 +43,6 @@ SPLITS = ("age", "sex", "ethnicity", "religion", "education", "income", "marital
 # the public code's running country prior (EXP-09): EMA rate, warm-up items, annealing time constant
 PRIOR_EMA, PRIOR_WARMUP, PRIOR_TAU = 0.1, 50, 100.0
 TOP_ITEMS = 10
-
-
-def _bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"method param {name} must be true or false, got {value!r}")
-
-
-def _number(value: Any, name: str, kind: type) -> Any:
-    try:
-        out = kind(float(value)) if kind is int and not isinstance(value, bool) else kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"method param {name} must be a number, got {value!r}") from None
-    if kind is int and float(value) != out:
-        raise ConfigError(f"method param {name} must be a whole number, got {value!r}")
-    return out
 
 
 def item_seed(seed: int, group_id: str, question_id: str) -> np.random.SeedSequence:
@@ -102,9 +82,9 @@ class DiscaMethod(Method):
     ) -> None:
         if unknown:
             raise ConfigError(f"unknown disca parameter(s) {', '.join(sorted(unknown))}; valid: {', '.join(PARAMS)}")
-        ints = {n: _number(v, n, int) for n, v in
+        ints = {n: as_number(v, n, int) for n, v in
                 (("panel_size", panel_size), ("panel_min_size", panel_min_size), ("samples", samples))}  # fmt: skip
-        floats = {n: _number(v, n, float) for n, v in zip(FLOAT_PARAMS, (
+        floats = {n: as_number(v, n, float) for n, v in zip(FLOAT_PARAMS, (
             alpha, beta, kappa, lam, eta, temperature, output_temperature, sigma_floor, ess_min, agreement_scale))}  # fmt: skip
         if ints["panel_size"] < 1 or ints["samples"] < 2 or ints["panel_min_size"] < 1:
             raise ConfigError("method params panel_size and panel_min_size must be >= 1 and samples >= 2")
@@ -125,7 +105,7 @@ class DiscaMethod(Method):
         self.panel_size = ints["panel_size"]
         self.panel_min_size = ints["panel_min_size"]
         self.panel_split = split
-        self.country_prior = _bool(country_prior, "country_prior")
+        self.country_prior = as_bool(country_prior, "country_prior")
         self.whole_persona = whole_persona
         recorded = {"panel_size": self.panel_size, "panel_split": split, "panel_min_size": self.panel_min_size,
                     **asdict(self.math), "country_prior": self.country_prior, "whole_persona": whole_persona,

@@ -24,46 +24,13 @@ import click
 from ..errors import ConfigError
 from ..types import Group, ItemPrediction, Question
 from .base import Method, MethodContext, PromptSpec, register_method
+from .params import as_bool, as_floats, as_int, as_number
 
 PARAMS = (
     "vectors", "alpha", "main_alpha", "layer", "force", "kind", "axis", "layers", "calibration_fraction",
     "split_seed", "max_calibration", "prompt", "on_overlap", "fluency", "entanglement", "n_boot", "batch_size",
 )
 METRICS = ("accuracy", "nmae", "representativeness", "similarity")
-
-
-def _floats(value: Any, name: str) -> list[float]:
-    if isinstance(value, (int, float)):
-        return [float(value)]
-    if isinstance(value, (list, tuple)):
-        return [float(v) for v in value]
-    try:
-        out = [float(x) for x in str(value).split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"method param {name} must be a number or a comma list such as 0,2,4,8; got {value!r}") from None
-    if not out:
-        raise ConfigError(f"method param {name} is empty; give e.g. {name}=4")
-    return out
-
-
-def _bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"method param {name} must be true or false, got {value!r}")
-
-
-def _int(value: Any, name: str) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"method param {name} must be an integer, got {value!r}") from None
 
 
 def _fmt(alpha: float) -> str:
@@ -118,28 +85,28 @@ class SteeringMethod(Method):
             raise ConfigError(f"unknown steering kind {kind!r}; use one of: {', '.join(KINDS)}")
         if axis is not None and axis not in AXES:
             raise ConfigError(f"unknown axis {axis!r}; use one of: {', '.join(AXES)}")
-        self.alphas = _floats(alpha, "alpha")
-        self.main_alpha = _floats(main_alpha, "main_alpha")[0] if main_alpha not in (None, "") else self.alphas[-1]
+        self.alphas = as_floats(alpha, "alpha")
+        self.main_alpha = as_floats(main_alpha, "main_alpha")[0] if main_alpha not in (None, "") else self.alphas[-1]
         if self.main_alpha not in self.alphas:
             self.alphas.append(self.main_alpha)
         self.layer = parse_int_list(layer)
         self.fit_layers = parse_int_list(layers)
-        self.force = _bool(force, "force")
+        self.force = as_bool(force, "force")
         self.kind = kind
         self.axis = axis
-        self.fraction = float(calibration_fraction)
-        self.split_seed = _int(split_seed, "split_seed") or 0
-        self.max_calibration = _int(max_calibration, "max_calibration")
+        self.fraction = as_number(calibration_fraction, "calibration_fraction")
+        self.split_seed = as_int(split_seed, "split_seed") or 0
+        self.max_calibration = as_int(max_calibration, "max_calibration")
         self.prompt = prompt or "neutral"
         if self.prompt not in ("neutral", "persona"):
             raise ConfigError(f"method param prompt must be neutral or persona, got {prompt!r}")
         if on_overlap not in ("exclude", "error"):
             raise ConfigError(f"method param on_overlap must be exclude or error, got {on_overlap!r}")
         self.on_overlap = on_overlap
-        self.fluency = _bool(fluency, "fluency")
-        self.entanglement = _bool(entanglement, "entanglement")
-        self.n_boot = _int(n_boot, "n_boot") or 1000
-        self.batch_size = _int(batch_size, "batch_size") or 8
+        self.fluency = as_bool(fluency, "fluency")
+        self.entanglement = as_bool(entanglement, "entanglement")
+        self.n_boot = as_int(n_boot, "n_boot") or 1000
+        self.batch_size = as_int(batch_size, "batch_size") or 8
         recorded: dict[str, Any] = {
             "vectors": str(self.vectors_path) if self.vectors_path else None,
             "alpha": self.alphas,
