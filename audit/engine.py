@@ -38,6 +38,8 @@ MIN_REUSE_HIDDEN = 256  # see reuse_pays
 CPU_TOKEN_BUDGET = 8192  # tokens per batch on CPU: enough rows to share prefixes, a few hundred MB of cache
 MAX_GPU_BATCH = 1024
 GPU_MEMORY_SHARE = 0.7  # of the free memory, for activations and the key/value cache
+# fixed cost of one forward pass per layer, in FLOP-equivalents of token compute (see pass_cost_tokens)
+PASS_OVERHEAD_FLOPS = {"cpu": 4e7, "cuda": 4e10}
 
 
 def combine_orders(lp_forward: np.ndarray, lp_reverse: np.ndarray) -> np.ndarray:
@@ -105,6 +107,7 @@ class Engine:
         progress: bool = True,
         prefix_reuse: bool | str = "auto",
         distributed: bool | None = None,
+        pass_tokens: float | None = None,
     ) -> None:
         if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
             raise ConfigError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
@@ -129,6 +132,8 @@ class Engine:
         self._tag: str | None = None
         self._memory: dict[bytes, np.ndarray] = {}
         self._working_batch: int | None = None
+        # prefix reuse: what one more length bucket (forward pass) must save in padded tokens
+        self.pass_tokens = pass_cost_tokens(self.model, self.device.type) if pass_tokens is None else float(pass_tokens)
         self.stats: dict[str, Any] = {
             "prompts": 0, "unique": 0, "cached": 0, "computed": 0, "prompt_tokens": 0,
             "forward_tokens": 0, "forward_passes": 0, "score_s": 0.0, "peak_memory_bytes": None,
@@ -447,7 +452,7 @@ class Engine:
             parent_idx = np.asarray(parents, dtype=np.int64)
             last = level == 2
             perm_parts, kv_parts, mask_parts, real_parts, logit_parts = [], [], [], [], []
-            for rows in _length_buckets(lengths):
+            for rows in _length_buckets(lengths, self.pass_tokens):
                 width = int(lengths[rows].max())
                 ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
                 seg_mask = np.zeros((len(rows), width), dtype=np.int64)
@@ -496,20 +501,54 @@ class Engine:
         return self._option_logsoftmax(logits.index_select(0, rows_t), chunk)
 
 
-def _length_buckets(lengths: np.ndarray, ratio: float = 0.75, min_rows: int = 8) -> list[np.ndarray]:
-    """Node indices grouped by similar segment length (longest first); few, not-too-small buckets."""
+def _length_buckets(lengths: np.ndarray, pass_tokens: float) -> list[np.ndarray]:
+    """Node indices split into length buckets (one forward pass each) at the least padded-token cost.
+
+    Minimises padded tokens (rows x widest segment, summed over buckets) plus
+    ``pass_tokens`` per bucket, the fixed cost of one more forward pass expressed
+    in tokens (:func:`pass_cost_tokens`). Buckets are contiguous runs of the
+    lengths sorted longest first (an optimal partition always is), found by
+    dynamic programming over the distinct lengths, so it is exact and cheap.
+    Longest bucket first.
+    """
     order = np.argsort(-lengths, kind="stable")
-    buckets: list[list[int]] = []
-    top = None
-    for n in order:
-        if top is None or (lengths[n] < ratio * top and len(buckets[-1]) >= min_rows):
-            buckets.append([])
-            top = lengths[n]
-        buckets[-1].append(int(n))
-    if len(buckets) > 1 and len(buckets[-1]) < min_rows:  # a small tail joins the previous bucket
-        tail = buckets.pop()
-        buckets[-1].extend(tail)
-    return [np.asarray(b, dtype=np.int64) for b in buckets]
+    widths, counts = np.unique(lengths[order], return_counts=True)
+    widths, counts = widths[::-1], counts[::-1]  # distinct lengths, longest first
+    m = len(widths)
+    before = np.concatenate([[0], np.cumsum(counts)])  # rows before distinct length i
+    best = np.zeros(m + 1)
+    start = np.zeros(m + 1, dtype=np.int64)
+    for j in range(1, m + 1):  # bucket = distinct lengths i..j-1, padded to widths[i]
+        i = np.arange(j)
+        cost = best[:j] + widths[i] * (before[j] - before[i]) + pass_tokens
+        k = int(np.argmin(cost))
+        best[j], start[j] = cost[k], k
+    bounds, j = [], m
+    while j > 0:
+        bounds.append((before[start[j]], before[j]))
+        j = int(start[j])
+    return [order[a:b] for a, b in reversed(bounds)]
+
+
+def pass_cost_tokens(model: Any, device_type: str) -> float:
+    """Fixed cost of one forward pass, in prompt tokens of this model: what one more length bucket must save.
+
+    A pass costs about ``layers x per-layer overhead`` (Python, kernel launches)
+    plus ``layers x 2 x per-layer parameters`` FLOPs per token; the layers cancel. Per-layer overheads are measured
+    figures (docs/engine.md): about 40 MFLOP-equivalents on a CPU core (0.5-1 ms
+    per layer), 40 GFLOP-equivalents on a GPU (launch-bound passes). Tiny CPU
+    model: ~500 tokens, SmolLM2 on CPU: ~6, Llama-3.1-8B on GPU: ~90.
+    """
+    cfg = getattr(model, "config", None)
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    hidden = int(getattr(cfg, "hidden_size", 0) or 0)
+    inter = int(getattr(cfg, "intermediate_size", 0) or 4 * hidden)
+    heads = int(getattr(cfg, "num_attention_heads", 0) or 1)
+    kv_heads = int(getattr(cfg, "num_key_value_heads", 0) or heads)
+    head_dim = int(getattr(cfg, "head_dim", None) or max(hidden // heads, 1))
+    per_layer = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + 3 * hidden * inter
+    overhead = PASS_OVERHEAD_FLOPS["cuda" if device_type == "cuda" else "cpu"]
+    return overhead / max(2 * per_layer, 1)
 
 
 def _cache_from(layers: list[tuple[Any, Any]]) -> Any:

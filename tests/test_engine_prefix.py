@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from cvaudit.audit.engine import Engine
+from cvaudit.audit.engine import Engine, _length_buckets, pass_cost_tokens
 from cvaudit.audit.methods.base import PromptSpec
 from cvaudit.audit.models import ModelSpec, load_model
 from cvaudit.audit.prompts import render_prompts
@@ -43,11 +43,12 @@ def tree_workload(seed=0):
     return prompts, options, cuts
 
 
+@pytest.mark.parametrize("pass_tokens", [None, 0.0])  # the tiny model's own pass cost (few buckets) and one bucket per length
 @pytest.mark.parametrize("batch_size", [1, 5, 100])
-def test_tree_matches_plain_on_random_tokens(tiny, batch_size):
+def test_tree_matches_plain_on_random_tokens(tiny, batch_size, pass_tokens):
     prompts, options, cuts = tree_workload()
     ref = plain(tiny.model, prompts, options)
-    e = Engine(tiny, batch_size=batch_size, progress=False, prefix_reuse=True)
+    e = Engine(tiny, batch_size=batch_size, progress=False, prefix_reuse=True, pass_tokens=pass_tokens)
     got = e.score_tokens(prompts, options, cuts)
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g, r, atol=1e-4)
@@ -88,7 +89,7 @@ def _audit_specs():
 def test_distributions_equal_exact_path_and_fewer_tokens(tiny):
     specs = _audit_specs()
     exact = Engine(tiny, batch_size=64, progress=False, prefix_reuse=False)
-    reuse = Engine(tiny, batch_size=64, progress=False, prefix_reuse=True)
+    reuse = Engine(tiny, batch_size=64, progress=False, prefix_reuse=True, pass_tokens=0)  # padding never pays
     a, b = exact.distributions(specs), reuse.distributions(specs)
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, atol=1e-4)
@@ -100,7 +101,8 @@ def test_distributions_equal_exact_path_and_fewer_tokens(tiny):
     unique_tokens += sum(r.prefix_len - r.persona_len for r in rendered[::2])  # one stem per (group, question)
     unique_tokens += sum(len(r.input_ids) - r.prefix_len for r in rendered)
     assert len(stems) == len(specs)
-    assert reuse.stats["forward_tokens"] >= unique_tokens  # padding can only add
+    # with free passes every length gets its own bucket: no padding at all
+    assert reuse.stats["forward_tokens"] == unique_tokens
     assert reuse.stats["forward_tokens"] < 0.75 * exact.stats["prompt_tokens"]
 
 
@@ -116,3 +118,45 @@ def test_real_smollm2_prefix_reuse(smollm2_dir):
     for i, d in enumerate(got):
         lp = 0.5 * (rendered[2 * i].to_canonical(ref[2 * i]) + rendered[2 * i + 1].to_canonical(ref[2 * i + 1]))
         np.testing.assert_allclose(d, np.exp(lp) / np.exp(lp).sum(), atol=1e-4)
+
+
+def _partitions(n):
+    """Every way to cut range(n) into contiguous non-empty runs."""
+    for mask in range(2 ** (n - 1)):
+        cuts = [0] + [i + 1 for i in range(n - 1) if mask >> i & 1] + [n]
+        yield [(a, b) for a, b in zip(cuts, cuts[1:])]
+
+
+@pytest.mark.parametrize("pass_tokens", [0.0, 3.0, 20.0, 1e6])
+def test_length_buckets_minimise_padding_plus_pass_cost(pass_tokens):
+    """Brute force over all groupings of the length-sorted segments gives the same minimum cost."""
+    rng = np.random.default_rng(int(pass_tokens))
+    for _ in range(30):
+        lengths = rng.integers(1, 40, size=int(rng.integers(1, 9)))
+        buckets = _length_buckets(lengths, pass_tokens)
+        assert sorted(np.concatenate(buckets).tolist()) == list(range(len(lengths)))  # each node exactly once
+        got = sum(len(b) * lengths[b].max() + pass_tokens for b in buckets)
+        s = np.sort(lengths)[::-1]
+        best = min(sum((b - a) * s[a] + pass_tokens for a, b in part) for part in _partitions(len(s)))
+        assert got == pytest.approx(best)
+        assert [lengths[b].max() for b in buckets] == sorted((lengths[b].max() for b in buckets), reverse=True)
+    assert len(_length_buckets(np.array([5, 3, 9, 1]), 0.0)) == 4  # free passes: one bucket per length
+    assert len(_length_buckets(np.array([5, 3, 9, 1]), 1e6)) == 1  # costly passes: pad everything
+
+
+def test_pass_cost_tokens_by_shape(tiny):
+    """Per-layer overhead / (2 x per-layer parameters): hand-computed for the tiny Llama and a Llama-3.1-8B shape."""
+    from transformers import LlamaConfig
+
+    cfg = tiny.model.config
+    h, i, nh, kv = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_key_value_heads
+    d = h // nh
+    per_layer = 2 * h * nh * d + 2 * h * kv * d + 3 * h * i
+    assert pass_cost_tokens(tiny.model, "cpu") == pytest.approx(4e7 / (2 * per_layer))
+
+    class Big:
+        config = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                             num_attention_heads=32, num_key_value_heads=8)  # fmt: skip
+
+    # 8B: 218.1M parameters per layer -> about 92 tokens per pass on a GPU
+    assert pass_cost_tokens(Big, "cuda") == pytest.approx(4e10 / (2 * 218_103_808))
