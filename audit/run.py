@@ -92,10 +92,7 @@ def filter_questions(method: Method, questions: list[Question]) -> tuple[list[Qu
     Dropping them here, before ground truth and scoring, keeps the audit to held-out
     questions instead of failing in the middle of scoring.
     """
-    hook = getattr(method, "filter_questions", None)
-    if hook is None:
-        return questions, [], []
-    kept, notes = hook(questions)
+    kept, notes = method.filter_questions(questions)
     kept = list(kept)
     ids = {q.id for q in kept}
     return kept, [str(n) for n in notes], [q.id for q in questions if q.id not in ids]
@@ -155,8 +152,8 @@ def check_reference(config: RunConfig, groups: Any) -> None:
 def model_spec(config: RunConfig, method: Method) -> Any:
     """ModelSpec from the config, then the method's overrides (e.g. an adapter or a checkpoint dir).
 
-    A method whose ``model_overrides`` takes ``model`` is told the ``--model`` the user
-    gave (None when not given), so an explicit choice beats e.g. an adapter's recorded base.
+    The method is told the ``--model`` the user gave (None when not given), so an
+    explicit choice beats e.g. an adapter's recorded base.
     """
     from .models import ModelSpec
 
@@ -169,8 +166,7 @@ def model_spec(config: RunConfig, method: Method) -> Any:
         trust_remote_code=config.trust_remote_code,
         allow_pickle=config.allow_pickle,
     )
-    hook = method.model_overrides
-    overrides = dict((hook(model=config.model) if _accepts(hook, "model") else hook()) or {})
+    overrides = dict(method.model_overrides(model=config.model) or {})
     if "allow_pickle" in overrides:  # the method may allow pickle for its checkpoint; --allow-pickle still holds
         overrides["allow_pickle"] = bool(overrides["allow_pickle"]) or config.allow_pickle
     valid = {f.name for f in fields(spec)}

@@ -86,9 +86,17 @@ class Method:
         """
         return None
 
-    def model_overrides(self) -> dict[str, Any]:
-        """Changes to model loading applied before the model loads, e.g. ``{"adapter": PATH}``."""
+    def model_overrides(self, model: str | None = None) -> dict[str, Any]:
+        """Changes to model loading applied before the model loads, e.g. ``{"adapter": PATH}``.
+
+        ``model`` is the ``--model`` the user gave (None when left at the default), so an
+        explicit choice can beat, say, an adapter's recorded base model.
+        """
         return {}
+
+    def filter_questions(self, questions: Sequence[Question]) -> tuple[list[Question], list[str]]:
+        """(kept questions, notes): a method may refuse questions it was fitted on (steering calibration)."""
+        return list(questions), []
 
     def predict(self, ctx: MethodContext) -> dict[tuple[str, str], ItemPrediction]:
         """Return ``{(group.id, question.id): ItemPrediction}`` for every group and question."""
