@@ -175,3 +175,17 @@ def test_fingerprint_is_the_models_and_ignores_the_modifier_tag(tiny):
             assert e.modifier == "steer:a+adapter:b"
         assert e.modifier == "steer:a"
     assert e.modifier is None
+
+
+@pytest.mark.parametrize("head_hook", [True, False])
+def test_exact_path_right_padding_and_masked_fallback(tiny, head_hook, monkeypatch):
+    """Right padding (answer rows picked before the head) and the left-padded fallback both equal single passes."""
+    specs = all_specs()
+    ref = plain_logprobs(tiny.model, tiny.tokenizer, specs)
+    if not head_hook:  # a model without a hookable output head
+        monkeypatch.setattr(tiny.model, "get_output_embeddings", lambda: None)
+    e = Engine(tiny, batch_size=7, progress=False, prefix_reuse=False)
+    got = e.logprobs(specs)
+    assert e._right_pad is head_hook
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, atol=1e-4)
