@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .adapters import check_safetensors
 from .errors import ModelError
 from .io import atomic_write_json
 
@@ -85,25 +85,6 @@ def resolve_dtype(dtype: str, device: str) -> Any:
 
 
 # ------------------------------------------------------------------ local checks
-def _check_safetensors(path: Path) -> None:
-    """Read the header and check the file is long enough: a truncated download fails here, by name."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                raise ValueError("file shorter than its header")
-            (n,) = struct.unpack("<Q", head)
-            if n > size - 8 or n > 100_000_000:
-                raise ValueError("header length out of range")
-            header = json.loads(fh.read(n))
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        if 8 + n + end > size:
-            raise ValueError(f"truncated: {size} bytes, header needs {8 + n + end}")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"corrupt weight file {path}: {exc}; re-download or re-save the model") from None
-
-
 def weight_files(directory: Path, allow_pickle: bool = False) -> list[Path]:
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     if files:
@@ -133,7 +114,7 @@ def check_model_dir(directory: Path, allow_pickle: bool = False) -> list[Path]:
     files = weight_files(directory, allow_pickle)
     for f in files:
         if f.suffix == ".safetensors":
-            _check_safetensors(f)
+            check_safetensors(f)  # header vs size: a truncated download fails here, by name
     return files
 
 
