@@ -71,7 +71,10 @@ def device_info(loaded: Any = None) -> dict[str, Any]:
     dev = getattr(loaded, "device", None)
     dtype = str(dev) if dev is not None else "cpu"
     kind = dtype.split(":")[0]
-    info: dict[str, Any] = {"type": kind, "name": "cpu", "count": 1, "torch": torch.__version__}
+    from .distributed import world_size
+
+    info: dict[str, Any] = {"type": kind, "name": "cpu", "count": 1, "torch": torch.__version__,
+                            "processes": world_size()}  # > 1 under accelerate launch / torchrun
     if kind == "cuda" and torch.cuda.is_available():
         info["name"] = torch.cuda.get_device_name()
         info["count"] = torch.cuda.device_count()
