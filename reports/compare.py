@@ -17,36 +17,21 @@ from typing import Any
 
 import numpy as np
 from cvaudit.audit.errors import DataError
+from cvaudit.metrics.aggregate import point_weights, sum_counts
+from cvaudit.metrics.bootstrap import percentile_ci, question_indices, replicate_counts
+from cvaudit.metrics.disparity import FIGURES, disparity_figures
+from cvaudit.metrics.evaluate import COUNTRY_ATTRIBUTE
 
 from .load import higher_is_better, load_results, metric_names
-
-FIGURES = ("gap", "ratio", "normalised_range", "cv", "max_abs_to_overall")
-COUNTRY_ATTRIBUTE = "all"
-
-
-def _indices(n_questions: int, n_boot: int, seed: int) -> np.ndarray:
-    try:
-        from cvaudit.metrics.bootstrap import question_indices
-    except ImportError:  # pragma: no cover - local equivalent with the same draw
-        rng = np.random.default_rng(seed)
-        return rng.integers(0, n_questions, size=(n_boot, n_questions), dtype=np.int64)
-    return question_indices(n_questions, n_boot, seed)
-
-
-def _disparity(values: np.ndarray, overall: np.ndarray) -> dict[str, np.ndarray]:
-    from cvaudit.metrics.disparity import disparity_figures
-
-    return disparity_figures(values, overall)
 
 
 def _fig(value: Any, reps: np.ndarray | None, level: float) -> dict[str, Any]:
     v = float(value) if value is not None and np.isfinite(value) else None
     if v is None or reps is None:
         return {"value": v, "ci": None}
-    r = reps[np.isfinite(reps)]
-    if r.size == 0:
+    lo, hi = percentile_ci(reps, level)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         return {"value": v, "ci": None}
-    lo, hi = np.quantile(r, [(1 - level) / 2, 1 - (1 - level) / 2])
     return {"value": v, "ci": [float(lo), float(hi)]}
 
 
@@ -78,9 +63,7 @@ def check_pair(base: dict[str, Any], other: dict[str, Any]) -> None:
         a, g, q = sorted(cellb ^ cello)[0]
         raise DataError(f"cannot compare: item {a}={g}, {q} is in one file only (different suppression or "
                         "survey file); run both on the same data")  # fmt: skip
-    if (base.get("data") or {}).get("sha256") != (other.get("data") or {}).get("sha256"):
-        # same country, groups and questions but another file: allowed, noted in the output
-        pass
+    # same country, groups and questions but another survey file is allowed: compare() notes it
 
 
 def _matrix(record: dict[str, Any], metric: str, groups: list[tuple[str, str]], qids: list[str]) -> np.ndarray:
@@ -92,24 +75,6 @@ def _matrix(record: dict[str, Any], metric: str, groups: list[tuple[str, str]], 
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
             mat[gi[(str(it["attribute"]), str(it["group"]))], qi[str(it["question"])]] = float(v)
     return mat
-
-
-def _means(mat: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(B, G) group means and (B, G) defined-cell counts under question weights W (B, Q)."""
-    defined = np.isfinite(mat)
-    sums = weights @ np.where(defined, mat, 0.0).T
-    counts = weights @ defined.T.astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.where(counts > 0, counts, 1), np.nan), counts
-
-
-def _pooled(mat: np.ndarray, weights: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    sub = mat[rows]
-    defined = np.isfinite(sub)
-    s = (weights @ np.where(defined, sub, 0.0).T).sum(axis=1)
-    c = (weights @ defined.T.astype(float)).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(c > 0, s / np.where(c > 0, c, 1), np.nan)
 
 
 def misalignment(value: np.ndarray, higher: bool) -> np.ndarray:
@@ -152,9 +117,9 @@ def compare(
     level = float(boot.get("level") or 0.95)
     qids, groups, _cells = _key_sets(rb)
     metrics = [m for m in metric_names(rb) if m in metric_names(ro)]
-    idx = _indices(len(qids), n_boot, seed) if n_boot > 0 and qids else np.zeros((0, len(qids)), dtype=np.int64)
-    w = np.stack([np.bincount(r, minlength=len(qids)) for r in idx]).astype(float) if len(idx) else np.zeros((0, len(qids)))
-    w0 = np.ones((1, len(qids)))
+    idx = question_indices(len(qids), n_boot, seed) if n_boot > 0 and qids else np.zeros((0, len(qids)), dtype=np.int64)
+    w = replicate_counts(idx, len(qids)) if len(idx) else None
+    w0 = point_weights(len(qids))
     attrs: dict[str, list[int]] = {}
     for i, (a, _g) in enumerate(groups):
         attrs.setdefault(a, []).append(i)
@@ -164,14 +129,15 @@ def compare(
     for m in metrics:
         higher = higher_is_better(m)
         mb, mo = _matrix(rb, m, groups, qids), _matrix(ro, m, groups, qids)
-        gb, _ = _means(mb, w0)
-        go, _ = _means(mo, w0)
-        gb_r, _ = _means(mb, w) if len(w) else (None, None)
-        go_r, _ = _means(mo, w) if len(w) else (None, None)
-        allrows = np.arange(len(groups))
-        ob, oo = _pooled(mb, w0, allrows)[0], _pooled(mo, w0, allrows)[0]
-        ob_r = _pooled(mb, w, allrows) if len(w) else None
-        oo_r = _pooled(mo, w, allrows) if len(w) else None
+        pb, po = sum_counts(mb, w0), sum_counts(mo, w0)
+        rb_sc = None if w is None else sum_counts(mb, w)
+        ro_sc = None if w is None else sum_counts(mo, w)
+        gb, go = pb.group_means(), po.group_means()
+        gb_r = None if rb_sc is None else rb_sc.group_means()
+        go_r = None if ro_sc is None else ro_sc.group_means()
+        ob, oo = pb.pooled()[0], po.pooled()[0]
+        ob_r = None if rb_sc is None else rb_sc.pooled()
+        oo_r = None if ro_sc is None else ro_sc.pooled()
         out_overall.append({
             "metric": m, "higher_is_better": higher,
             "base": _fig(ob, ob_r, level), "other": _fig(oo, oo_r, level),
@@ -196,12 +162,12 @@ def compare(
                 refr_b = None if gb_r is None else gb_r[:, country[0]]
                 refr_o = None if go_r is None else go_r[:, country[0]]
             else:
-                ref_b, ref_o = _pooled(mb, w0, rows), _pooled(mo, w0, rows)
-                refr_b = _pooled(mb, w, rows) if len(w) else None
-                refr_o = _pooled(mo, w, rows) if len(w) else None
-            db, do = _disparity(gb[:, rows], ref_b), _disparity(go[:, rows], ref_o)
-            dbr = _disparity(gb_r[:, rows], refr_b) if gb_r is not None else None
-            dor = _disparity(go_r[:, rows], refr_o) if go_r is not None else None
+                ref_b, ref_o = pb.pooled(rows), po.pooled(rows)
+                refr_b = None if rb_sc is None else rb_sc.pooled(rows)
+                refr_o = None if ro_sc is None else ro_sc.pooled(rows)
+            db, do = disparity_figures(gb[:, rows], ref_b), disparity_figures(go[:, rows], ref_o)
+            dbr = disparity_figures(gb_r[:, rows], refr_b) if gb_r is not None else None
+            dor = disparity_figures(go_r[:, rows], refr_o) if go_r is not None else None
             for f in FIGURES:
                 change = _fig(do[f][0] - db[f][0], None if dbr is None else dor[f] - dbr[f], level)
                 ci = change["ci"]

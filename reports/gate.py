@@ -100,22 +100,21 @@ def _evaluate(policy: Policy, c: Check, attribute: str, record: dict[str, Any], 
     name = _name(c, attribute)
     base = {"metric": c.metric, "attribute": attribute, "check": c.check, "on": c.on, "threshold": c.threshold}
     kind = c.kind
-    if kind.startswith("disparity:"):
-        figure = kind.split(":", 1)[1]
-        entry = next((d for d in record.get("disparity") or []
-                      if d.get("attribute") == attribute and d.get("metric") == c.metric), None)  # fmt: skip
-        value = _pick((entry or {}).get(figure), c.on)
+    if kind.startswith("disparity:") or kind == "overall":  # one figure compared with the threshold
+        if kind == "overall":
+            label, what = "overall", f"overall {c.metric}"
+            fig = (record.get("overall") or {}).get(c.metric)
+        else:
+            label = kind.split(":", 1)[1]
+            what = f"{label} of {c.metric} across {attribute}"
+            entry = next((d for d in record.get("disparity") or []
+                          if d.get("attribute") == attribute and d.get("metric") == c.metric), None)  # fmt: skip
+            fig = (entry or {}).get(label)
+        value = _pick(fig, c.on)
         if value is None:
-            return _undefined(policy, c, attribute, f"{figure} of {c.metric} across {attribute}")
+            return _undefined(policy, c, attribute, what)
         ok = _ok(value, c.comparison, c.threshold)  # type: ignore[arg-type]
-        msg = f"{name}: {figure} {c.on} = {_fmt(value)}" + ("" if ok else f", breaches the limit {c.threshold:g}")
-        return CheckResult(name, "pass" if ok else "fail", msg, observed=value, **base)
-    if kind == "overall":
-        value = _pick((record.get("overall") or {}).get(c.metric), c.on)
-        if value is None:
-            return _undefined(policy, c, attribute, f"overall {c.metric}")
-        ok = _ok(value, c.comparison, c.threshold)  # type: ignore[arg-type]
-        msg = f"{name}: overall {c.on} = {_fmt(value)}" + ("" if ok else f", breaches the limit {c.threshold:g}")
+        msg = f"{name}: {label} {c.on} = {_fmt(value)}" + ("" if ok else f", breaches the limit {c.threshold:g}")
         return CheckResult(name, "pass" if ok else "fail", msg, observed=value, **base)
     if kind == "flags":
         bad = [str(g["group"]) for g in groups

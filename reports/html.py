@@ -198,7 +198,7 @@ def _verdict(record: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
                     "value": fmt_fig((g.get("metrics") or {}).get(m)), "ratio": fmt(fl.get("ratio")),
                     "p_holm": fmt(fl.get("p_holm"), 4),
                 })  # fmt: skip
-    # the widest disparity per metric (normalised range), to name the attribute that divides most
+    # the widest disparity per metric (largest gap), to name the attribute that divides most
     widest = []
     for m in metrics:
         cands = [d for d in record.get("disparity") or [] if d.get("metric") == m

@@ -84,12 +84,7 @@ def metric_names(record: dict[str, Any]) -> list[str]:
 
 def higher_is_better(metric: str) -> bool:
     """Direction from the metric registry; unknown (plug-in) metrics default to higher-is-better."""
-    try:
-        from cvaudit.metrics import metric_specs
+    from cvaudit.metrics import metric_specs
 
-        specs = metric_specs()
-        if metric in specs:
-            return bool(specs[metric].higher_is_better)
-    except ImportError:  # pragma: no cover - metrics is part of every build
-        pass
-    return metric not in ("nmae",)
+    spec = metric_specs().get(metric)
+    return True if spec is None else bool(spec.higher_is_better)

@@ -147,3 +147,14 @@ def inject(record: dict[str, Any], payload: str = "<script>alert(1)</script>") -
         if c["group"] == old:
             c["group"] = new
     return rec
+
+
+def run_cli(args: list[str]) -> int:
+    """Exit code of `cvaudit ARGS` run in-process."""
+    from cvaudit.audit.cli import main
+
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

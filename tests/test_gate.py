@@ -9,7 +9,7 @@ import pytest
 from cvaudit.audit.errors import ConfigError
 from cvaudit.reports.gate import gate, github_annotations, junit_xml, publish_github
 from cvaudit.reports.policy import parse_policy
-from results_factory import incomplete, make_results
+from results_factory import incomplete, make_results, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +22,6 @@ def results_file(tmp_path, record):
     path = tmp_path / "results.json"
     path.write_text(json.dumps(record))
     return path
-
-
-def run_cli(args: list[str]) -> int:
-    from cvaudit.audit.cli import main
-
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def write(tmp_path, text: str, name: str = "policy.yaml"):

@@ -11,7 +11,7 @@ from cvaudit.audit.errors import DataError
 from cvaudit.reports import render_report
 from cvaudit.reports.html import build_context, render_html, render_template
 from cvaudit.reports.load import load_results
-from results_factory import incomplete, inject, make_results
+from results_factory import incomplete, inject, make_results, run_cli
 
 PAYLOAD = "<script>alert(1)</script>"
 
@@ -19,16 +19,6 @@ PAYLOAD = "<script>alert(1)</script>"
 @pytest.fixture(scope="module")
 def record() -> dict:
     return make_results(n_questions=10, n_boot=200)
-
-
-def run_cli(args: list[str]) -> int:
-    from cvaudit.audit.cli import main
-
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def test_markup_in_model_question_and_group_is_escaped(record):
