@@ -97,7 +97,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _check_weights(path: Path, allow_pickle: bool, what: str) -> list[Path]:
+def checked_weights(path: Path, allow_pickle: bool = False, what: str = "model") -> list[Path]:
+    """The weight files to load from ``path`` (safetensors, else pickles if allowed), headers checked."""
     safe, pickled = weight_files(path)
     if not safe and not pickled:
         raise ModelError(f"{what} {os.fspath(path)!r} has no weight files (*.safetensors); the copy is incomplete")
@@ -117,7 +118,7 @@ def check_adapter_dir(path: str | os.PathLike, allow_pickle: bool = False) -> di
     cfg = _read_json(p / ADAPTER_CONFIG)
     if not cfg.get("peft_type"):
         raise ModelError(f"{p / ADAPTER_CONFIG} names no peft_type; it was not written by PEFT")
-    _check_weights(p, allow_pickle, "adapter")
+    checked_weights(p, allow_pickle, "adapter")
     return cfg
 
 
@@ -129,7 +130,7 @@ def check_model_dir(path: str | os.PathLike, allow_pickle: bool = False) -> dict
     cfg = _read_json(p / MODEL_CONFIG)
     if not cfg.get("model_type"):
         raise ModelError(f"{p / MODEL_CONFIG} names no model_type; it is not a transformers model config")
-    _check_weights(p, allow_pickle, "model")
+    checked_weights(p, allow_pickle, "model")
     return cfg
 
 

@@ -16,15 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .adapters import check_safetensors
+from .adapters import check_model_dir, checked_weights, weight_files
 from .errors import ModelError
 from .io import atomic_write_json
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 DEVICES = ("auto", "cpu", "cuda")
-WEIGHT_SUFFIXES = (".safetensors",)
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
-FINGERPRINT_SIDECAR = ".cvaudit-fingerprint.json"
 
 
 @dataclass(frozen=True)
@@ -85,37 +82,11 @@ def resolve_dtype(dtype: str, device: str) -> Any:
 
 
 # ------------------------------------------------------------------ local checks
-def weight_files(directory: Path, allow_pickle: bool = False) -> list[Path]:
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-    if files:
-        return files
-    pickles = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in PICKLE_SUFFIXES)
-    if pickles and not allow_pickle:
-        raise ModelError(
-            f"{directory} has only pickle weights ({pickles[0].name}); they can run code when loaded: "
-            "convert to safetensors or pass --allow-pickle if you trust the file"
-        )
-    if pickles:
-        return pickles
-    raise ModelError(f"model directory {directory} has no weight files (*.safetensors); point --model at a saved model")
-
-
-def check_model_dir(directory: Path, allow_pickle: bool = False) -> list[Path]:
-    """Fail early, naming the file, for the usual broken-directory cases."""
-    if not directory.is_dir():
-        raise ModelError(f"model path {directory} is not a directory")
-    config = directory / "config.json"
-    if not config.is_file():
-        raise ModelError(f"model directory {directory} has no config.json; point --model at a saved model")
-    try:
-        json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"corrupt {config}: {exc}") from None
-    files = weight_files(directory, allow_pickle)
-    for f in files:
-        if f.suffix == ".safetensors":
-            check_safetensors(f)  # header vs size: a truncated download fails here, by name
-    return files
+def _local_weights(directory: Path, allow_pickle: bool) -> list[Path]:
+    """Config, pickle policy and safetensors headers checked (adapters.check_model_dir); the files to load."""
+    check_model_dir(directory, allow_pickle)
+    safe, pickled = weight_files(directory)
+    return safe or pickled
 
 
 # ------------------------------------------------------------------ fingerprints
@@ -185,12 +156,12 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
     offline = hub_offline()
     if embedded:
         source: Path | str = embedded_model_dir()
-        files = check_model_dir(Path(source), spec.allow_pickle)
+        files = _local_weights(Path(source), spec.allow_pickle)
         fingerprint = weights_fingerprint(Path(source), files)
         is_local = True
     elif Path(spec.id).expanduser().exists():
         source = Path(spec.id).expanduser().resolve()
-        files = check_model_dir(source, spec.allow_pickle)
+        files = _local_weights(source, spec.allow_pickle)
         fingerprint = weights_fingerprint(source, files)
         is_local = True
     else:
@@ -201,7 +172,7 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
         if sha:
             fingerprint = f"hub:{spec.id}@{sha}"
         else:
-            fingerprint = weights_fingerprint(folder, weight_files(folder, spec.allow_pickle))
+            fingerprint = weights_fingerprint(folder, checked_weights(folder, spec.allow_pickle))
         is_local = False
 
     # always explicit: left unset, transformers asks on stdin whether to run a repo's custom code
