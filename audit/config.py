@@ -8,7 +8,7 @@ model or data loads, and fails with one-line :class:`ConfigError` messages.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -237,8 +237,3 @@ class RunConfig:
         """Rebuild a config from results.json "config" (unknown keys ignored)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def reference_pairs(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """CLI helper: ('sex=Female', ...) -> (('sex', 'Female'), ...)."""
-    return RunConfig._reference(items)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, ModelError
-from .io import atomic_write_bytes, atomic_write_json
+from .io import atomic_write_bytes, atomic_write_json, sha256_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -141,6 +141,11 @@ def axis_item_score(question: Question, dist: Sequence[float], item: AxisItem) -
 
 
 # -------------------------------------------------------------------------- split
+def _split_ranked(ids: Sequence[str], seed: int) -> list[str]:
+    """``ids`` in seeded-rank order: by ``sha256("cvaudit-split:{seed}:{id}")``."""
+    return sorted(ids, key=lambda q: sha256_text(f"cvaudit-split:{seed}:{q}"))
+
+
 def calibration_split(
     question_ids: Sequence[str], fraction: float, seed: int = 0, holdout: Collection[str] = ()
 ) -> tuple[list[str], list[str]]:
@@ -155,7 +160,7 @@ def calibration_split(
     held = set(holdout)
     eligible = [q for q in question_ids if q not in held]
     n_cal = min(max(1, round(fraction * len(eligible))), len(eligible))
-    ranked = sorted(eligible, key=lambda q: hashlib.sha256(f"cvaudit-split:{seed}:{q}".encode()).hexdigest())
+    ranked = _split_ranked(eligible, seed)
     chosen = set(ranked[:n_cal])
     calibration = [q for q in question_ids if q in chosen]
     evaluable = [q for q in question_ids if q not in chosen]
@@ -510,11 +515,6 @@ def load_vectors(path: str | Path, fingerprint: str | None = None, force: bool =
     return SteeringVectors(kind=meta["kind"], layers=layers, vectors=vectors, meta=meta)
 
 
-def file_tag(path: str | Path) -> str:
-    """Short content hash of a vectors file, for score-cache tags."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
 # ---------------------------------------------------------------------- one call
 def vectors_digest(vectors: Mapping[str, Mapping[int, Any]]) -> str:
     """sha256 of the vectors' safetensors bytes: the identity used in cache tags."""
@@ -557,9 +557,9 @@ def fit_steering(
     layers = check_layers(model, layers if layers else [default_layer(model)])
     ids = list(bank)
     calibration, _ = calibration_split(ids, fraction, seed, holdout)
-    ranked = sorted(calibration, key=lambda q: hashlib.sha256(f"cvaudit-split:{seed}:{q}".encode()).hexdigest())
-    used = ranked[:max_calibration] if max_calibration else ranked
-    used = [q for q in calibration if q in set(used)]
+    ranked = _split_ranked(calibration, seed)
+    chosen = set(ranked[:max_calibration] if max_calibration else ranked)
+    used = [q for q in calibration if q in chosen]
     questions = [bank[q] for q in used]
     meta: dict[str, Any] = {
         "model": dict(model_meta or {}),
