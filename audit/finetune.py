@@ -297,14 +297,10 @@ def finetune(config: FinetuneConfig, log: Callable[[str], None] | None = None) -
     _prepare_out(out)
     country = resolve_country(config.country)
     questions = select_questions(config.questions)
-    if config.wvs_file:
-        from .survey import load_survey
+    from .run import load_data
 
-        survey = load_survey(config.wvs_file, country)
-    else:
-        from .survey import demo_survey
-
-        survey = demo_survey(country.alpha2, seed=0)
+    survey = load_data(config.wvs_file, country)
+    if survey.source.synthetic:
         say("SYNTHETIC DATA: training on cvaudit's synthetic sample, not WVS respondents")
     split, _ = seed003_groups(survey, min_size=config.min_size)
     if not split.train:

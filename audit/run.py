@@ -103,13 +103,13 @@ def unavailable(groupset: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in dict(getattr(groupset, "unavailable", None) or {}).items()}
 
 
-def load_data(config: RunConfig, country: Country) -> Any:
+def load_data(wvs_file: str | None, country: Country) -> Any:
     """The user's WVS file, or the synthetic demo sample when none is given (flagged everywhere)."""
     from .survey import demo_survey, load_survey
 
-    if config.wvs_file is None:
+    if not wvs_file:
         return demo_survey(country.alpha2, seed=0)
-    return load_survey(config.wvs_file, country)
+    return load_survey(wvs_file, country)
 
 
 def make_groups(config: RunConfig, survey: Any) -> Any:
@@ -132,7 +132,7 @@ def survey_side(config: RunConfig, country: Country, questions: list[Question]) 
     """(SurveyData, GroupSet, ground-truth DataFrame) for the run."""
     from .groundtruth import ground_truth
 
-    survey = load_data(config, country)
+    survey = load_data(config.wvs_file, country)
     groupset = make_groups(config, survey)
     check_reference(config, groupset.groups)
     return survey, groupset, ground_truth(survey, groupset.groups, questions, min_size=config.min_size)
