@@ -90,6 +90,27 @@ def _oom_error() -> tuple[type[BaseException], ...]:
     return tuple(kinds)
 
 
+def cache_kwarg(model: Any) -> str:
+    """The forward argument that takes a key/value cache: ``cache`` (transformers >= 5.2x) or ``past_key_values``.
+
+    The old name is deprecated there (removed in 5.40); a PEFT wrapper's forward
+    takes ``**kwargs``, so the wrapped model's signature decides.
+    """
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        params = inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The key/value cache of a forward output, under its new (``cache``) or old name."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
+
+
 def _kv_layers(cache: Any) -> list[tuple[Any, Any]]:
     if hasattr(cache, "layers"):  # transformers >= 4.56
         return [(layer.keys, layer.values) for layer in cache.layers]
@@ -132,6 +153,7 @@ class Engine:
         self._tag: str | None = None
         self._memory: dict[bytes, np.ndarray] = {}
         self._working_batch: int | None = None
+        self._cache_kw = cache_kwarg(self.model)  # prefix reuse passes its KV cache under this name
         self._right_pad: bool | None = None  # exact path: right padding if the output-head hook works (_hook_works)
         # prefix reuse: what one more length bucket (forward pass) must save in padded tokens
         self.pass_tokens = pass_cost_tokens(self.model, self.device.type) if pass_tokens is None else float(pass_tokens)
@@ -538,14 +560,14 @@ class Engine:
                     input_ids=torch.from_numpy(ids).to(dev),
                     attention_mask=attn,
                     position_ids=torch.from_numpy(pos).to(dev),
-                    past_key_values=cache,
                     use_cache=True,
+                    **{self._cache_kw: cache},
                 )
                 perm_parts.append(rows)
                 if last:
                     logit_parts.append(out.logits[:, -1, :])
                 else:
-                    kv_parts.append(_kv_layers(out.past_key_values))
+                    kv_parts.append(_kv_layers(output_cache(out)))
                     mask_parts.append(attn)
                     real_parts.append(base + lengths[rows])
             perm = np.concatenate(perm_parts)

@@ -160,3 +160,41 @@ def test_pass_cost_tokens_by_shape(tiny):
 
     # 8B: 218.1M parameters per layer -> about 92 tokens per pass on a GPU
     assert pass_cost_tokens(Big, "cuda") == pytest.approx(4e10 / (2 * 218_103_808))
+
+
+def test_prefix_reuse_uses_the_models_cache_argument(tiny):
+    """The KV cache goes in under the name this transformers' forward takes: no deprecated name, no fallback."""
+    import warnings
+
+    from cvaudit.audit.engine import cache_kwarg
+
+    prompts, options, cuts = tree_workload(seed=3)
+    e = Engine(tiny, batch_size=100, progress=False, prefix_reuse=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        e.score_tokens(prompts, options, cuts)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "past_key_values" in m or "prefix reuse is not supported" in m], messages
+    assert e.prefix_reuse and e.stats["forward_tokens"] < e.stats["prompt_tokens"]
+    import inspect
+
+    assert e._cache_kw in inspect.signature(tiny.model.forward).parameters
+
+    class Old(torch.nn.Module):  # transformers before the rename
+        def forward(self, input_ids=None, past_key_values=None, **kwargs):
+            return None
+
+    class Wrapper(torch.nn.Module):  # PEFT: forward(**kwargs); the wrapped model decides
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def get_base_model(self):
+            return self.inner
+
+        def forward(self, *args, **kwargs):
+            return self.inner(*args, **kwargs)
+
+    assert cache_kwarg(Old()) == "past_key_values"
+    assert cache_kwarg(Wrapper(Old())) == "past_key_values"
+    assert cache_kwarg(Wrapper(tiny.model)) == e._cache_kw
