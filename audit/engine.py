@@ -36,10 +36,12 @@ from .prompts import render_prompts
 
 MIN_REUSE_HIDDEN = 256  # see reuse_pays
 CPU_TOKEN_BUDGET = 8192  # tokens per batch on CPU: enough rows to share prefixes, a few hundred MB of cache
+CPU_MAX_ROWS = 256
 MAX_GPU_BATCH = 1024
+NO_TOKEN_LIMIT = 2**62  # a fixed --batch-size limits rows only
 GPU_MEMORY_SHARE = 0.7  # of the free memory, for activations and the key/value cache
 # fixed cost of one forward pass per layer, in FLOP-equivalents of token compute (see pass_cost_tokens)
-PASS_OVERHEAD_FLOPS = {"cpu": 4e7, "cuda": 4e10}
+PASS_OVERHEAD_FLOPS = {"cpu": 4e7, "cuda": 1.4e12}
 
 
 def combine_orders(lp_forward: np.ndarray, lp_reverse: np.ndarray) -> np.ndarray:
@@ -152,7 +154,7 @@ class Engine:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self._tag: str | None = None
         self._memory: dict[bytes, np.ndarray] = {}
-        self._working_batch: int | None = None
+        self._working_limits: tuple[int, int] | None = None  # (rows, tokens) after an out-of-memory halving
         self._cache_kw = cache_kwarg(self.model)  # prefix reuse passes its KV cache under this name
         self._right_pad: bool | None = None  # exact path: right padding if the output-head hook works (_hook_works)
         # prefix reuse: what one more length bucket (forward pass) must save in padded tokens
@@ -276,16 +278,22 @@ class Engine:
         return [results[it.key] for it in items]
 
     # ----------------------------------------------------------------- batches
-    def _initial_batch_size(self, items: Sequence[_Item]) -> int:
+    def _limits(self, items: Sequence[_Item]) -> tuple[int, int]:
+        """(most rows, most tokens) in one forward pass: the user's batch size, or what fits (``auto``).
+
+        On CUDA the token budget is a share of the free memory over an estimate
+        of the bytes each token needs (key/value cache, MLP activations,
+        attention scores of the longest prompt); on CPU a fixed budget.
+        """
         if self.batch_size != "auto":
-            return int(self.batch_size)
-        if self._working_batch is not None:
-            return self._working_batch
-        longest = max(len(it.ids) for it in items)
+            return int(self.batch_size), NO_TOKEN_LIMIT
+        if self._working_limits is not None:
+            return self._working_limits
         if self.device.type != "cuda":
-            return max(1, min(256, CPU_TOKEN_BUDGET // longest))
+            return CPU_MAX_ROWS, CPU_TOKEN_BUDGET
         import torch
 
+        longest = max(len(it.ids) for it in items)
         cfg = self.model.config
         cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         hidden = int(getattr(cfg, "hidden_size", 4096))
@@ -297,8 +305,23 @@ class Engine:
         elt = self.model.get_input_embeddings().weight.element_size()
         per_token = layers * 2 * kv_heads * head_dim * elt + (4 * hidden + 3 * inter) * elt + heads * longest * 4
         free, _ = torch.cuda.mem_get_info(self.device)
-        budget = int(GPU_MEMORY_SHARE * free / per_token)
-        return max(1, min(MAX_GPU_BATCH, budget // max(longest, 1)))
+        return MAX_GPU_BATCH, max(longest, int(GPU_MEMORY_SHARE * free / per_token))
+
+    def _plan(self, items: Sequence[_Item], rows: int, tokens: int) -> list[int]:
+        """End index of each batch over ``items`` (in their scoring order).
+
+        Exact path: the least-cost split of the length-sorted prompts
+        (:func:`plan_batches`: padded tokens plus the pass cost, within the
+        limits). Prefix reuse: runs of consecutive items (a batch keeps its
+        personas and stems together), as many as the longest prompt allows.
+        """
+        if not items:
+            return []
+        if self.prefix_reuse:
+            step = max(1, min(rows, tokens // max(len(it.ids) for it in items)))
+            return list(range(step, len(items), step)) + [len(items)]
+        lengths = np.fromiter((len(it.ids) for it in items), dtype=np.int64, count=len(items))
+        return plan_batches(lengths, rows, tokens, self.pass_tokens)
 
     def _compute(self, items: list[_Item]) -> dict[bytes, np.ndarray]:
         """Score items in batches; every finished batch goes to memory and the cache at once."""
@@ -319,12 +342,16 @@ class Engine:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(items), unit="prompt", desc="scoring", file=sys.stderr, dynamic_ncols=True)
-        bs = self._initial_batch_size(items)
+        rows, tokens = self._limits(items)
+        ends = self._plan(items, rows, tokens)
         oom = _oom_error()
-        pending: tuple[list[_Item], Any] | None = None
+        pending: tuple[list[_Item], Any, Any] | None = None
+        largest = 0
 
-        def finish(chunk: list[_Item], lsm: Any) -> None:
-            values = lsm.float().cpu().numpy()
+        def finish(chunk: list[_Item], values: Any, ready: Any) -> None:
+            if ready is not None:
+                ready.synchronize()  # the copy of this batch's results has landed in host memory
+            values = values.numpy()
             done: dict[bytes, np.ndarray] = {}
             for r, it in enumerate(chunk):
                 row = values[r, : len(it.options)]
@@ -341,27 +368,35 @@ class Engine:
             if bar is not None:
                 bar.update(len(chunk))
 
-        i = 0
+        i = b = 0
         try:
             with torch.inference_mode():
                 while i < len(items):
-                    chunk = items[i : i + bs]
+                    chunk = items[i : ends[b]]
                     try:
                         lsm = self._run_chunk(chunk)
                     except oom:
-                        if bs == 1:
+                        if len(chunk) == 1:
                             raise ModelError("out of GPU memory even at batch size 1; use a smaller dtype or device_map") from None
                         torch.cuda.empty_cache()
-                        bs = max(1, bs // 2)
+                        rows = max(1, len(chunk) // 2)
+                        tokens = min(tokens, rows * max(len(it.ids) for it in chunk))
+                        ends, b = [i + e for e in self._plan(items[i:], rows, tokens)], 0
                         continue
-                    if pending is not None:
-                        finish(*pending)
-                        pending = None
-                    if on_cuda:  # let the GPU run this batch while the next one is prepared
-                        pending = (chunk, lsm)
+                    largest = max(largest, len(chunk))
+                    if on_cuda:
+                        # start the copy to host now and read it after the next batch is queued, so the
+                        # GPU is never idle while the host stores results
+                        host = torch.empty(lsm.shape, dtype=torch.float32, pin_memory=True)
+                        host.copy_(lsm.float(), non_blocking=True)
+                        ready = torch.cuda.Event()
+                        ready.record()
+                        if pending is not None:
+                            finish(*pending)
+                        pending = (chunk, host, ready)
                     else:
-                        finish(chunk, lsm)
-                    i += len(chunk)
+                        finish(chunk, lsm.float(), None)
+                    i, b = ends[b], b + 1
                 if pending is not None:
                     finish(*pending)
                     pending = None
@@ -373,8 +408,8 @@ class Engine:
                     pass
             if bar is not None:
                 bar.close()
-        self._working_batch = bs if self.batch_size == "auto" else None
-        self.stats["batch_size"] = bs
+        self._working_limits = (rows, tokens) if self.batch_size == "auto" else None
+        self.stats["batch_size"] = largest
         if on_cuda:
             peak = int(torch.cuda.max_memory_allocated(self.device))
             self.stats["peak_memory_bytes"] = max(peak, self.stats["peak_memory_bytes"] or 0)
@@ -586,40 +621,73 @@ class Engine:
 def _length_buckets(lengths: np.ndarray, pass_tokens: float) -> list[np.ndarray]:
     """Node indices split into length buckets (one forward pass each) at the least padded-token cost.
 
-    Minimises padded tokens (rows x widest segment, summed over buckets) plus
-    ``pass_tokens`` per bucket, the fixed cost of one more forward pass expressed
-    in tokens (:func:`pass_cost_tokens`). Buckets are contiguous runs of the
-    lengths sorted longest first (an optimal partition always is), found by
-    dynamic programming over the distinct lengths, so it is exact and cheap.
-    Longest bucket first.
+    The prefix-reuse levels' split: :func:`plan_batches` over the lengths sorted
+    longest first, with no row or token limit (a level's segments all belong to
+    one batch already). Longest bucket first.
     """
     order = np.argsort(-lengths, kind="stable")
-    widths, counts = np.unique(lengths[order], return_counts=True)
-    widths, counts = widths[::-1], counts[::-1]  # distinct lengths, longest first
-    m = len(widths)
-    before = np.concatenate([[0], np.cumsum(counts)])  # rows before distinct length i
-    best = np.zeros(m + 1)
-    start = np.zeros(m + 1, dtype=np.int64)
-    for j in range(1, m + 1):  # bucket = distinct lengths i..j-1, padded to widths[i]
-        i = np.arange(j)
-        cost = best[:j] + widths[i] * (before[j] - before[i]) + pass_tokens
+    ends = plan_batches(lengths[order], len(order), NO_TOKEN_LIMIT, pass_tokens)
+    return [order[a:b] for a, b in zip([0, *ends[:-1]], ends)]
+
+
+def plan_batches(lengths: Sequence[int] | np.ndarray, max_rows: int, max_tokens: int, pass_tokens: float) -> list[int]:
+    """Split prompts sorted longest first into batches at the least cost; the end index of each batch.
+
+    A batch is a contiguous run padded to its first (longest) prompt: it costs
+    rows x that length plus ``pass_tokens``, the fixed cost of one more forward
+    pass in tokens (:func:`pass_cost_tokens`). A batch holds at most ``max_rows``
+    prompts and ``max_tokens`` padded tokens (a single prompt always fits).
+    Fixed chunks instead pad short prompts to the chunk's longest: 18% extra
+    tokens for 2,048 prompts of 120-260 tokens in chunks of 1,024 (GPU limits),
+    4% with this plan.
+
+    Exact dynamic programming over the end positions. A batch that is not full
+    can always start where a new length starts (moving an equal-length prompt in
+    from the batch before costs nothing and may save a pass), so the candidate
+    starts are the length changes plus the earliest start the limits allow;
+    without binding limits, ends are length changes too and the work is
+    O(distinct lengths squared).
+    """
+    widths = np.asarray(lengths, dtype=np.float64)
+    n = len(widths)
+    if n == 0:
+        return []
+    run_starts = np.flatnonzero(np.r_[True, widths[1:] != widths[:-1]])
+    free = max_rows >= n and max_tokens >= n * widths[0]
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0
+    start = np.zeros(n + 1, dtype=np.int64)
+    first = 0  # earliest start whose padded batch fits the token limit; (j - i) x widths[i] only grows with j
+    for j in np.r_[run_starts[1:], n] if free else range(1, n + 1):
+        while first < j - 1 and (j - first) * widths[first] > max_tokens:
+            first += 1
+        lo = max(first, j - max_rows)
+        cand = run_starts[np.searchsorted(run_starts, lo) : np.searchsorted(run_starts, j)]
+        if not len(cand) or cand[0] != lo:
+            cand = np.r_[lo, cand]
+        cost = best[cand] + widths[cand] * (j - cand) + pass_tokens
         k = int(np.argmin(cost))
-        best[j], start[j] = cost[k], k
-    bounds, j = [], m
+        best[j], start[j] = cost[k], cand[k]
+    ends, j = [], n
     while j > 0:
-        bounds.append((before[start[j]], before[j]))
+        ends.append(j)
         j = int(start[j])
-    return [order[a:b] for a, b in reversed(bounds)]
+    return ends[::-1]
 
 
 def pass_cost_tokens(model: Any, device_type: str) -> float:
     """Fixed cost of one forward pass, in prompt tokens of this model: what one more length bucket must save.
 
     A pass costs about ``layers x per-layer overhead`` (Python, kernel launches)
-    plus ``layers x 2 x per-layer parameters`` FLOPs per token; the layers cancel. Per-layer overheads are measured
-    figures (docs/engine.md): about 40 MFLOP-equivalents on a CPU core (0.5-1 ms
-    per layer), 40 GFLOP-equivalents on a GPU (launch-bound passes). Tiny CPU
-    model: ~500 tokens, SmolLM2 on CPU: ~6, Llama-3.1-8B on GPU: ~90.
+    plus ``layers x 2 x per-layer parameters`` FLOPs per token; the layers cancel.
+    CPU: about 40 MFLOP-equivalents per layer (0.5-1 ms per layer, measured on
+    this project's CPU machines; docs/engine.md). CUDA: 1.4 TFLOP-equivalents per
+    layer, from the shared H100 anchor (shared/bench: Llama-3.1-8B, 2,048
+    prompts in batches of 16, 64 and 128 took 22.3, 13.6 and 12.4 s; a line
+    through seconds against passes gives 89 ms per pass plus 35,600 tokens/s,
+    i.e. one pass costs ~3,200 tokens). Tiny CPU model: ~540 tokens, SmolLM2 on
+    CPU: ~6, Llama-3.1-8B on GPU: ~3,200 (small models on a GPU: one pass per
+    level). ``cvaudit bench`` measures the engine's own figure on the machine.
     """
     cfg = getattr(model, "config", None)
     cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
