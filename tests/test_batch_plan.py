@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from cvaudit.audit.engine import NO_TOKEN_LIMIT, Engine, pass_cost_tokens, plan_batches
+from cvaudit.audit.engine import NO_TOKEN_LIMIT, Engine, gpu_token_budget, pass_cost_tokens, plan_batches
 from cvaudit.audit.models import ModelSpec, load_model
 
 
@@ -61,7 +61,10 @@ def test_gpu_limits_pad_far_less_than_fixed_chunks():
     g = torch.Generator().manual_seed(1)
     widths = np.sort(np.array(torch.randint(120, 261, (2048,), generator=g).tolist()))[::-1]
     pass_tokens = pass_cost_tokens(Big, "cuda")
-    ends = plan_batches(widths, 1024, 300_000, pass_tokens)
+    budget = gpu_token_budget(Big.config, 2, 120 * 2**30, int(widths[0]))  # bf16, 120 GiB free (an H200 holding 8B)
+    assert 250_000 < budget < 350_000  # 0.7 x 120 GiB / ~286 KB per token
+    assert gpu_token_budget(Big.config, 2, 1, 260) == 260  # no memory: one prompt at a time still runs
+    ends = plan_batches(widths, 1024, budget, pass_tokens)
     planned = _cost(widths, ends, 0.0)
     fixed = _cost(widths, [1024, 2048], 0.0)  # what chunks of the 1,024-row limit would run
     assert planned < 1.06 * widths.sum() and fixed > 1.15 * widths.sum()
