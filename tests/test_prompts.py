@@ -101,3 +101,48 @@ def test_no_single_token_markers():
     tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]")
     with pytest.raises(ModelError, match="tokenizer has no single-token option markers for 4 options"):
         option_markers(tok, 4)
+
+
+def _one_by_one(tok, specs):
+    """Reference: every prompt through the chat template and the tokenizer on its own."""
+    from cvaudit.audit.prompts import _order, render_text, user_message
+
+    out = []
+    for s in specs:
+        m = option_markers(tok, s.question.k)
+        order = _order(s.question.k, s.reverse)
+        user = user_message(s.question.text, [s.question.options[i] for i in order], m.labels, m.style)
+        text = render_text(tok, s.system, user) + m.prompt_suffix
+        out.append((text, tuple(tok(text, add_special_tokens=False)["input_ids"])))
+    return out
+
+
+def _audit_specs():
+    from cvaudit.audit.questions import select_questions
+
+    systems = [None, "You are a man living in Singapore.", "You are a woman aged 30-49 living in Singapore."]
+    return [PromptSpec(q, s, r) for s in systems for q in select_questions("core")[:12] for r in (False, True)]
+
+
+def test_template_applied_once_per_system_and_message(tok, monkeypatch):
+    """Many prompts: the same texts and tokens as one by one, with far fewer chat-template renders."""
+    specs = _audit_specs()
+    ref = _one_by_one(tok, specs)
+    calls = []
+    original = tok.apply_chat_template
+    monkeypatch.setattr(tok, "apply_chat_template", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    got = render_prompts(tok, specs)
+    assert [(r.text, r.input_ids) for r in got] == ref
+    distinct_users = 12 * 2  # questions x orders
+    assert len(calls) <= 3 * 3 + distinct_users + 3 < len(specs)  # per system: slot + 2 probes (+1 check); per message: 1
+
+
+@pytest.mark.parametrize("content", ["{{ m['content'] | upper }}", "{{ m['content'][:60] }}", "{{ m['content'] ~ m['content'] }}"])
+def test_templates_that_change_the_content_are_rendered_in_full(tok, content, monkeypatch):
+    """A template that transforms, truncates or repeats the message cannot be split: results equal one by one."""
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n" + content + "<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")  # fmt: skip
+    monkeypatch.setattr(tok, "chat_template", template)
+    specs = _audit_specs()[:30]
+    got = render_prompts(tok, specs)
+    assert [(r.text, r.input_ids) for r in got] == _one_by_one(tok, specs)
