@@ -322,7 +322,8 @@ def run_benchmark(
         sample = np.random.default_rng(0).choice(len(wl.prompts), size=k, replace=False)
         sub_p = [wl.prompts[i] for i in sample]
         sub_o = [wl.options[i] for i in sample]
-        row.update(_time_ways(wl, sub_p, sub_o, model, loaded, device, anchor_batch, tokenizer.pad_token_id, batch_size, repeat))
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        row.update(_time_ways(wl, sub_p, sub_o, model, loaded, device, anchor_batch, pad, batch_size, repeat))
         row["naive"]["measured_prompts"] = k
         row["anchor"]["batch"] = anchor_batch
         naive_out = row["naive"].pop("out")

@@ -37,10 +37,46 @@ def gguf_path() -> Path:
     return path
 
 
+def _current(weights: Path) -> bool:
+    """Whether a cached conversion is this version's: its safetensors header says ``"format": "pt"``.
+
+    Conversions before 2026-12 lacked it (and stored the tied embedding as
+    lm_head), which transformers 4.x cannot load; they are converted again once.
+    """
+    import json
+    import struct
+
+    try:
+        with open(weights, "rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(size))
+    except (OSError, ValueError, struct.error):
+        return False
+    return header.get("__metadata__", {}).get("format") == "pt" and "model.embed_tokens.weight" in header
+
+
+def _untied_state(model: object) -> dict:
+    """The state dict with each shared tensor once, under its first name (the input embedding, not lm_head).
+
+    What ``save_pretrained`` writes: every transformers version re-ties lm_head to
+    ``model.embed_tokens.weight`` on load. (safetensors' ``save_model`` keeps
+    ``lm_head.weight`` instead, which transformers 4.x leaves unloaded, and
+    omits the ``"format": "pt"`` metadata 4.x requires.)
+    """
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in model.state_dict().items():  # type: ignore[attr-defined]
+        if tensor.numel() and tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        out[name] = tensor.contiguous()
+    return out
+
+
 def embedded_model_dir() -> Path:
     """Return the cached, converted model directory, converting the GGUF file on first use."""
     target = cache_root() / "models" / "smollm2-135m-instruct"
-    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
+    if (target / "config.json").is_file() and _current(target / "model.safetensors"):
         return target
     src = gguf_path()
     try:
@@ -48,7 +84,7 @@ def embedded_model_dir() -> Path:
     except ImportError:
         raise ModelError(f"reading the embedded GGUF model needs the gguf package: {INSTALL_HINT}") from None
     import torch
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -58,12 +94,22 @@ def embedded_model_dir() -> Path:
         model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
+        # the tokenizer's end and padding tokens as the model's config names them (<|im_end|>): transformers
+        # 4.x reads other ones from the GGUF (end <|im_start|>, no padding token), 5.x these
+        for attr in ("eos", "pad"):
+            token_id = getattr(model.config, f"{attr}_token_id", None)
+            if isinstance(token_id, int) and getattr(tok, f"{attr}_token_id") != token_id:
+                setattr(tok, f"{attr}_token", tok.convert_ids_to_tokens(token_id))
         model.config.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        save_model(model, str(tmp / "model.safetensors"))
-        if target.exists():  # another process finished first
+        save_file(_untied_state(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if target.exists() and _current(target / "model.safetensors"):  # another process finished first
             shutil.rmtree(tmp)
         else:
+            if target.exists():  # an older conversion: set it aside, then swap
+                stale = Path(tempfile.mkdtemp(prefix=".smollm2-old-", dir=target.parent))
+                os.replace(target, stale / "model")
+                shutil.rmtree(stale, ignore_errors=True)
             os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
