@@ -5,8 +5,9 @@ One forward pass per prompt, logits only at the answer position
 Work is deduplicated, looked up in the score cache, batched and written back per
 batch. Two execution paths give the same numbers (within 1e-4, tested):
 
-* exact (``prefix_reuse=False``): length-sorted, left-padded batches with explicit
-  position ids: one full prompt per row.
+* exact (``prefix_reuse=False``): one full prompt per row, longest first, in the
+  least-cost batches of :func:`plan_batches` (padded tokens + pass cost), right-padded
+  with no mask where the output head can be hooked (left-padded and masked otherwise).
 * prefix reuse (default when it pays, see :func:`reuse_pays`): a prompt is three segments, persona prefix (shared by
   every question asked with that system text) | question stem (shared by both
   option orders) | options and generation prompt. Each distinct segment is run
