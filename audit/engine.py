@@ -418,10 +418,12 @@ class Engine:
                     if on_cuda:
                         # start the copy to host now and read it after the next batch is queued, so the
                         # GPU is never idle while the host stores results
-                        host = torch.empty(lsm.shape, dtype=torch.float32, pin_memory=True)
-                        host.copy_(lsm.float(), non_blocking=True)
-                        ready = torch.cuda.Event()
-                        ready.record()
+                        # (on the model's device, which need not be the current one: --device cuda:1)
+                        with torch.cuda.device(lsm.device):
+                            host = torch.empty(lsm.shape, dtype=torch.float32, pin_memory=True)
+                            host.copy_(lsm.float(), non_blocking=True)
+                            ready = torch.cuda.Event()
+                            ready.record(torch.cuda.current_stream(lsm.device))
                         if pending is not None:
                             finish(*pending)
                         pending = (chunk, host, ready)
