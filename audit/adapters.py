@@ -10,16 +10,13 @@ are refused unless the user passes ``--allow-pickle``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelError
-from .io import sha256_file
 
 ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = "config.json"
@@ -134,32 +131,11 @@ def check_model_dir(path: str | os.PathLike, allow_pickle: bool = False) -> dict
     return cfg
 
 
-def _fingerprint_files(p: Path) -> list[Path]:
-    safe, pickled = weight_files(p)
-    configs = [p / n for n in CONFIG_FILES if (p / n).is_file()]
-    return sorted(set(safe + pickled + configs), key=lambda f: f.name)
-
-
-@lru_cache(maxsize=32)
-def _fingerprint(resolved: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
-    h = hashlib.sha256()
-    for name, _size, _mtime in stamp:
-        h.update(f"{name}\t{sha256_file(Path(resolved) / name)}\n".encode())
-    return h.hexdigest()
-
-
 def checkpoint_fingerprint(path: str | os.PathLike) -> str:
-    """sha256 over "name<TAB>sha256(file)\\n" lines of the weight and config files, sorted by name.
+    """The checkpoint's weights-and-config fingerprint (:func:`~cvaudit.audit.fingerprint.directory_fingerprint`)."""
+    from .fingerprint import directory_fingerprint
 
-    Tokenizer files and READMEs are left out: they do not change the weights. The
-    result is cached per (path, sizes, mtimes) so a run hashes a large model once.
-    """
-    p = Path(path).resolve()
-    files = _fingerprint_files(p)
-    if not files:
-        raise ModelError(f"checkpoint {os.fspath(path)!r} has no weight or config files to fingerprint")
-    stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return _fingerprint(str(p), stamp)
+    return directory_fingerprint(path)
 
 
 def read_split(path: str | os.PathLike) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from .adapters import check_model_dir, checked_weights, weight_files
 from .errors import ModelError
-from .io import atomic_write_json
+from .fingerprint import directory_fingerprint
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 DEVICES = ("auto", "cpu", "cuda")
@@ -90,36 +90,9 @@ def _local_weights(directory: Path, allow_pickle: bool) -> list[Path]:
 
 
 # ------------------------------------------------------------------ fingerprints
-def sidecar_path(directory: Path) -> Path:
-    """Where the cached weights hash lives: under cvaudit's cache, never inside the user's model folder."""
-    from .embedded import cache_root
-
-    tag = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:24]
-    return cache_root() / "fingerprints" / f"{tag}.json"
-
-
-def weights_fingerprint(directory: Path, files: list[Path]) -> str:
-    """sha256 over the weight files' names and bytes, cached by (size, mtime) so 16 GB is hashed once."""
-    stamp = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
-    side = sidecar_path(directory)
-    try:
-        cached = json.loads(side.read_text())
-        if cached.get("files") == stamp and isinstance(cached.get("sha256"), str):
-            return "sha256:" + cached["sha256"]
-    except (OSError, ValueError):
-        pass
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0")
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 22):
-                h.update(block)
-    digest = h.hexdigest()
-    try:
-        atomic_write_json(side, {"files": stamp, "sha256": digest})
-    except OSError:
-        pass  # a read-only place: hash again next time
-    return "sha256:" + digest
+def weights_fingerprint(directory: Path) -> str:
+    """``sha256:<hex>`` of a model directory (:func:`~cvaudit.audit.fingerprint.directory_fingerprint`)."""
+    return "sha256:" + directory_fingerprint(directory)
 
 
 def _hub_snapshot(model_id: str, revision: str | None) -> tuple[Path, str | None]:
@@ -157,12 +130,12 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
     if embedded:
         source: Path | str = embedded_model_dir()
         files = _local_weights(Path(source), spec.allow_pickle)
-        fingerprint = weights_fingerprint(Path(source), files)
+        fingerprint = weights_fingerprint(Path(source))
         is_local = True
     elif Path(spec.id).expanduser().exists():
         source = Path(spec.id).expanduser().resolve()
         files = _local_weights(source, spec.allow_pickle)
-        fingerprint = weights_fingerprint(source, files)
+        fingerprint = weights_fingerprint(source)
         is_local = True
     else:
         if spec.id.startswith((".", "/", "~")) or os.sep + os.sep in spec.id:
@@ -172,7 +145,8 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
         if sha:
             fingerprint = f"hub:{spec.id}@{sha}"
         else:
-            fingerprint = weights_fingerprint(folder, checked_weights(folder, spec.allow_pickle))
+            checked_weights(folder, spec.allow_pickle)
+            fingerprint = weights_fingerprint(folder)
         is_local = False
 
     # always explicit: left unset, transformers asks on stdin whether to run a repo's custom code

@@ -8,8 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cvaudit.audit.adapters import checkpoint_fingerprint
 from cvaudit.audit.errors import ModelError
-from cvaudit.audit.models import LoadedModel, ModelSpec, load_model, sidecar_path
+from cvaudit.audit.fingerprint import sidecar_path
+from cvaudit.audit.models import LoadedModel, ModelSpec, load_model
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -26,11 +28,10 @@ def test_load_local_dir(tiny_llama_dir, tmp_path):
     assert lm.tokenizer.padding_side == "left"
     assert lm.tokenizer.pad_token_id is not None
     assert lm.device == "cpu"
-    # fingerprint: sha256 over (name, NUL, bytes) of the weight files, computed here independently
-    h = hashlib.sha256()
-    for f in sorted(d.glob("*.safetensors")):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    assert lm.fingerprint == "sha256:" + h.hexdigest()
+    # fingerprint: sha256 over "name<TAB>sha256(file)" lines of weights and config, computed here independently
+    files = sorted([*d.glob("*.safetensors"), d / "config.json"], key=lambda f: f.name)
+    lines = "".join(f"{f.name}\t{hashlib.sha256(f.read_bytes()).hexdigest()}\n" for f in files)
+    assert lm.fingerprint == "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
     from safetensors import safe_open
 
     with safe_open(str(d / "model.safetensors"), "pt") as fh:
@@ -53,6 +54,31 @@ def test_fingerprint_cached_by_size_and_mtime(tiny_llama_dir, tmp_path):
     assert load_model(ModelSpec(id=str(d))).fingerprint == "sha256:" + "0" * 64
     # ... a changed file is re-hashed
     side["files"]["model.safetensors"][1] += 1
+    sidecar_path(d).write_text(json.dumps(side))
+    assert load_model(ModelSpec(id=str(d))).fingerprint == first
+
+
+def test_one_fingerprint_for_model_and_checkpoint(tiny_llama_dir, tmp_path):
+    """--model DIR and --checkpoint DIR name the same weights the same way; a config edit changes both."""
+    d = _copy(tiny_llama_dir, tmp_path / "m")
+    fp = load_model(ModelSpec(id=str(d))).fingerprint
+    assert fp == "sha256:" + checkpoint_fingerprint(d)
+    (d / "tokenizer_config.json").write_text((d / "tokenizer_config.json").read_text() + " ")
+    assert load_model(ModelSpec(id=str(d))).fingerprint == fp, "tokenizer files are not part of it"
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["rope_theta"] = float(cfg.get("rope_theta", 10000.0)) * 2
+    (d / "config.json").write_text(json.dumps(cfg))
+    changed = load_model(ModelSpec(id=str(d))).fingerprint
+    assert changed != fp and changed == "sha256:" + checkpoint_fingerprint(d)
+
+
+def test_old_cached_digest_is_not_trusted(tiny_llama_dir, tmp_path):
+    """A digest cached under the previous definition (no version) is recomputed, not reused."""
+    d = _copy(tiny_llama_dir, tmp_path / "m")
+    first = load_model(ModelSpec(id=str(d))).fingerprint
+    side = json.loads(sidecar_path(d).read_text())
+    side.pop("version")
+    side["sha256"] = "0" * 64
     sidecar_path(d).write_text(json.dumps(side))
     assert load_model(ModelSpec(id=str(d))).fingerprint == first
 
