@@ -185,6 +185,9 @@ def compare(
     notes = []
     if (rb.get("data") or {}).get("sha256") != (ro.get("data") or {}).get("sha256"):
         notes.append("the two runs used survey files with different hashes (same groups and questions)")
+    if any((r.get("bootstrap") or {}).get("respondents") for r in (rb, ro)):
+        notes.append("a run resampled respondents too; these paired intervals resample questions only, "
+                     "so they can be narrower than that run's own report")  # fmt: skip
     if (rb.get("data") or {}).get("synthetic") or (ro.get("data") or {}).get("synthetic"):
         notes.append("SYNTHETIC DATA in at least one run: not World Values Survey respondents")
     bname = "results" if isinstance(base, dict) else os.fspath(base)

@@ -11,19 +11,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .load import load_results, metric_names
+from .load import load_results, metric_names, read_figure
 
 TASK_TYPE = "text-generation"
 TASK_NAME = "Cultural value alignment (World Values Survey Wave 7, persona-conditioned)"
 
 
 def _value(fig: Any) -> tuple[float | None, list | None]:
-    if not isinstance(fig, dict):
-        return None, None
-    v = fig.get("value")
-    v = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-    ci = fig.get("ci")
-    return v, ci if isinstance(ci, list) and len(ci) == 2 and None not in ci else None
+    v, lo, hi = read_figure(fig)
+    return v, None if lo is None else [lo, hi]
 
 
 def _metric(mtype: str, value: float, slice_: str, ci: list | None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from cvaudit.audit.errors import ConfigError
 
-from .load import load_results, metric_names
+from .load import load_results, metric_names, read_figure
 from .policy import Check, Policy, load_policy
 
 OPS = {"max": "<=", "min": ">="}
@@ -58,14 +58,8 @@ class GateResult:
 
 
 def _pick(fig: Any, on: str) -> float | None:
-    if not isinstance(fig, dict):
-        return None
-    if on == "value":
-        v = fig.get("value")
-    else:
-        ci = fig.get("ci")
-        v = ci[0 if on == "ci_lower" else 1] if isinstance(ci, list) and len(ci) == 2 else None
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    value, lo, hi = read_figure(fig)
+    return {"value": value, "ci_lower": lo, "ci_upper": hi}[on]
 
 
 def _fmt(x: float | None) -> str:

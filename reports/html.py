@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import Any
 
 from .charts import ForestRow, forest_plot, heatmap, line_plot
-from .load import higher_is_better, metric_names
+from .load import higher_is_better, metric_names, read_figure
 
 METRIC_TITLES = {"accuracy": "Accuracy", "nmae": "NMAE", "representativeness": "Representativeness",
                  "similarity": "Similarity"}  # fmt: skip
@@ -66,11 +66,7 @@ def fmt_fig(fig: Any, digits: int = 3) -> str:
     return fmt(fig["value"], digits)
 
 
-def fig_parts(fig: Any) -> tuple[float | None, float | None, float | None]:
-    if not isinstance(fig, dict):
-        return None, None, None
-    ci = fig.get("ci") if isinstance(fig.get("ci"), list) else [None, None]
-    return num(fig.get("value")), num(ci[0]), num(ci[1])
+fig_parts = read_figure  # the report's name for the shared reader
 
 
 def title(metric: str) -> str:

@@ -7,6 +7,7 @@ must be refused with one clear line rather than rendered with silent blanks.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,28 @@ def load_results(source: dict | str | os.PathLike, allow_incomplete: bool = Fals
             if not isinstance(g, dict) or not {"attribute", "group", "metrics"} <= set(g):
                 raise DataError(f"{name}: groups[{i}] lacks attribute/group/metrics; the file is damaged, re-run")
     return record
+
+
+def _finite(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(float(x)) else None
+
+
+def read_figure(fig: Any) -> tuple[float | None, float | None, float | None]:
+    """(value, ci_lower, ci_upper) of a ``{"value", "ci"}`` figure, the one reader of HTML, export and gate.
+
+    A number that is not finite (Python's json reads NaN and Infinity) is None, so it is
+    "not defined" everywhere instead of passing a gate or reaching a model card. An interval
+    is both ends or neither: ``[0.1, null]`` or ``[0.1]`` is no interval.
+    """
+    if not isinstance(fig, dict):
+        return None, None, None
+    ci = fig.get("ci")
+    lo, hi = (_finite(ci[0]), _finite(ci[1])) if isinstance(ci, list) and len(ci) == 2 else (None, None)
+    if lo is None or hi is None:
+        lo = hi = None
+    return _finite(fig.get("value")), lo, hi
 
 
 def metric_names(record: dict[str, Any]) -> list[str]:

@@ -89,6 +89,43 @@ def test_paired_interval_matches_independent_bootstrap(base):
     assert row["change"]["ci"] == pytest.approx(list(np.quantile(reps, [0.025, 0.975])))
 
 
+def _stored(record: dict, entry: dict, kind: str) -> dict:
+    if kind == "overall":
+        return record["overall"][entry["metric"]]
+    if kind == "groups":
+        row = next(g for g in record["groups"] if (g["attribute"], g["group"]) == (entry["attribute"], entry["group"]))
+        return row["metrics"][entry["metric"]]
+    row = next(d for d in record["disparity"] if (d["attribute"], d["metric"]) == (entry["attribute"], entry["metric"]))
+    return row[entry["figure"]]
+
+
+def test_base_figures_are_the_results_own(base):
+    """compare recomputes BASE from the items (to pair the draws); it must land on results.json's figures."""
+    other = shifted(base, "Male", "similarity", lambda q: 0.02)
+    res = compare_results(base, other)  # n_boot and seed from the file, as the report drew them
+    checked = 0
+    for kind in ("overall", "groups", "disparity"):
+        for entry in res[kind]:
+            want = _stored(base, entry, kind)
+            got = entry["base"]
+            if want["value"] is None:
+                assert got["value"] is None
+                continue
+            assert got["value"] == pytest.approx(want["value"], abs=1e-12)
+            assert (got["ci"] is None) == (want["ci"] is None)
+            if want["ci"] is not None:
+                assert got["ci"] == pytest.approx(want["ci"], abs=1e-12)
+                checked += 1
+    assert checked > 50
+
+
+def test_respondent_bootstrap_is_noted(base):
+    other = copy.deepcopy(base)
+    other["bootstrap"] = {**other["bootstrap"], "respondents": True}
+    assert any("resampled respondents" in n for n in compare_results(base, other, n_boot=20)["notes"])
+    assert not any("resampled respondents" in n for n in compare_results(base, base, n_boot=20)["notes"])
+
+
 def test_nmae_reduction_direction():
     assert float(reduction(np.float64(0.4), np.float64(0.3), higher=False)) == pytest.approx(0.25)
     assert float(reduction(np.float64(0.6), np.float64(0.7), higher=True)) == pytest.approx(0.25)
