@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -304,12 +305,15 @@ class Engine:
         if self.distributed:
             from . import distributed as dist
 
-            mine = dist.shard(todo)
-            computed = self._compute(mine)
-            gathered = dist.gather(list(computed.items()))
-            computed = dict(gathered)
-            if dist.is_main_process() and self.cache is not None:
-                self.cache.put_many(computed)  # other ranks' scores too, if their cache file is elsewhere
+            own = self._cache_identity()
+            parts = dist.gather([(own, list(self._compute(dist.shard(todo)).items()))])
+            computed = {}
+            for where, part in parts:
+                computed.update(part)
+                # each rank put its own batches into its cache as it went (resume); the main process
+                # adds only the scores of ranks that wrote to another file or to none
+                if dist.is_main_process() and self.cache is not None and where != own:
+                    self.cache.put_many(dict(part))
             self._memory.update(computed)
         else:
             computed = self._compute(todo)
@@ -317,6 +321,10 @@ class Engine:
         self.stats["computed"] += len(computed)
         self.stats["score_s"] += time.perf_counter() - t0
         return [results[it.key] for it in items]
+
+    def _cache_identity(self) -> str | None:
+        """The score file this process writes to (resolved), or None: ranks sharing one file skip re-writes."""
+        return None if self.cache is None else str(Path(self.cache.path).resolve())
 
     # ----------------------------------------------------------------- batches
     def _limits(self, items: Sequence[_Item]) -> tuple[int, int]:
