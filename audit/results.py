@@ -10,6 +10,7 @@ atomic, so a killed run never leaves a file that looks finished.
 from __future__ import annotations
 
 import json
+import math
 import platform
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -281,16 +282,34 @@ def assemble(
     return record
 
 
-def write_items(items: pd.DataFrame, out: Path) -> list[Path]:
-    """items.csv (list/dict cells as JSON strings) and items.parquet (lists native, extra as JSON)."""
+def metric_columns(item_metrics: pd.DataFrame | None) -> dict[str, list[float]]:
+    """Per-item metric columns for the item tables, in results.json's order; a name that would
+    shadow an item column (a plug-in metric called ``n``) gets a ``metric_`` prefix."""
+    if item_metrics is None:
+        return {}
+    cols = [c for c in METRIC_NAMES if c in item_metrics.columns] + [
+        c for c in item_metrics.columns if c not in METRIC_NAMES
+    ]
+    return {(f"metric_{c}" if c in ITEM_COLUMNS else str(c)): item_metrics[c].astype(float).tolist() for c in cols}
+
+
+def write_items(items: pd.DataFrame, out: Path, item_metrics: pd.DataFrame | None = None) -> list[Path]:
+    """items.csv (list/dict cells as JSON strings) and items.parquet (lists native, extra as JSON).
+
+    With ``item_metrics`` (aligned with ``items``) each metric is a column too, empty
+    (NaN / null) where it is not defined, so the tables slice without recomputing.
+    """
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    metrics = metric_columns(item_metrics)
     flat = items.copy()
     for col in LIST_COLUMNS:
         flat[col] = [json.dumps(v, sort_keys=True) if v is not None else "" for v in items[col]]
+    for col, values in metrics.items():
+        flat[col] = values
     csv_path = atomic_write_text(out / "items.csv", flat.to_csv(index=False, lineterminator="\n"))
 
     table_cols = {c: list(items[c]) for c in ITEM_COLUMNS if c != "extra"}
@@ -303,8 +322,11 @@ def write_items(items: pd.DataFrame, out: Path) -> list[Path]:
             ("human_dist", pa.list_(pa.float64())), ("human_mode", pa.list_(pa.int64())),
             ("model_choice", pa.int64()), ("n", pa.int64()), ("n_eff", pa.float64()),
             ("missing", pa.int64()), ("extra", pa.string()),
+            *((col, pa.float64()) for col in metrics),
         ]  # fmt: skip
     )
+    for col, values in metrics.items():
+        table_cols[col] = [None if math.isnan(v) else v for v in values]
     table = pa.Table.from_pydict(table_cols, schema=schema)
     buf = io.BytesIO()
     pq.write_table(table, buf)

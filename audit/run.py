@@ -299,7 +299,7 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
     results_path = out / "results.json"
     if not main:
         return results_path
-    res.write_items(items, out)
+    res.write_items(items, out, evaluation.get("item_metrics"))
     res.write_results(record(), out)
     with clock("report"):
         reports = render(record(), out, config.formats, say)

@@ -89,6 +89,21 @@ def test_items_csv_and_parquet_round_trip(tmp_path):
     assert json.loads(table.extra[1]) == {"note": "x"}
 
 
+def test_item_tables_carry_the_metrics(tmp_path):
+    """Each metric is a column (results.json's order first); undefined is empty, a clashing name is prefixed."""
+    items = res.build_items([F, M], [Q1, Q8], truth(), predictions())
+    im = pd.DataFrame({"n": [1.0, 2.0, 3.0], "similarity": [0.9, 0.8, 0.7], "nmae": [0.1, np.nan, 0.3]})
+    res.write_items(items, tmp_path, im)
+    csv = pd.read_csv(tmp_path / "items.csv")
+    table = pq.read_table(tmp_path / "items.parquet").to_pandas()
+    for t in (csv, table):
+        assert list(t.columns[-3:]) == ["nmae", "similarity", "metric_n"]
+        assert t["n"].tolist() == items["n"].tolist()  # the respondent count is not overwritten
+        assert t["metric_n"].tolist() == [1.0, 2.0, 3.0]
+        assert t["nmae"].isna().tolist() == [False, True, False]
+    assert pq.read_table(tmp_path / "items.parquet").column("nmae").null_count == 1
+
+
 def fake_evaluation(items: pd.DataFrame) -> dict:
     """A stand-in for cvaudit.metrics.evaluate with the schema's sections."""
     fig = {"value": 0.5, "ci": [0.4, 0.6]}

@@ -132,6 +132,13 @@ def test_item_tables_match_results(persona_run):
         assert json.loads(out.model_dist[k]) == pytest.approx(it["model_dist"], abs=1e-12)
         assert list(table.model_dist[k]) == pytest.approx(it["model_dist"], abs=1e-12)
         assert (out.group[k], out.question[k]) == (it["group"], it["question"])
+    # the per-item metrics are columns too, equal to results.json's and empty where undefined
+    metrics = list(r["items"][0]["metrics"])
+    assert metrics and list(out.columns[-len(metrics):]) == metrics == list(table.columns[-len(metrics):])
+    for m in metrics:
+        want = np.array([np.nan if it["metrics"][m] is None else it["metrics"][m] for it in r["items"]])
+        np.testing.assert_allclose(out[m].to_numpy(float), want, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(table[m].to_numpy(float), want, rtol=0, atol=0)
 
 
 def test_none_method_gives_every_group_the_same_answer(tmp_path, tiny_llama_dir):
