@@ -71,6 +71,11 @@ def dimensions() -> dict[str, Any]:
     return json.loads(_read("disca_dimensions.json"))
 
 
+def dimension_question_ids() -> tuple[str, ...]:
+    """The WVS question ids the value dimensions are computed from (in file order, once each)."""
+    return tuple(dict.fromkeys(spec["column"] for dim in dimensions()["dimensions"] for spec in dim["items"]))
+
+
 @lru_cache(maxsize=1)
 def frame_template() -> str:
     lines = [ln.strip() for ln in _read("disca_persona.txt").splitlines() if ln.strip() and not ln.lstrip().startswith("#")]

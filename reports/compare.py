@@ -42,28 +42,51 @@ def _key_sets(record: dict[str, Any]) -> tuple[list[str], list[tuple[str, str]],
     return qids, groups, cells
 
 
-def check_pair(base: dict[str, Any], other: dict[str, Any]) -> None:
-    """Refuse files that cannot be paired: different country, question set or groups (one line each)."""
+def _excluded(record: dict[str, Any]) -> set[str]:
+    """Question ids the run's method held out (steering calibration, DISCA panel items): recorded, not failed."""
+    return {str(q) for q in (record.get("questions") or {}).get("excluded") or []}
+
+
+def common_questions(base: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """The question ids both runs audited, in BASE's order, when the sets differ only by held-out questions.
+
+    A method that holds questions out (``questions.excluded``) audits a subset of the
+    selection; pairing on the shared questions is then the fair comparison. Any other
+    difference in the question sets is refused (DataError).
+    """
+    qb, qo = _key_sets(base)[0], _key_sets(other)[0]
+    only_b, only_o = sorted(set(qb) - set(qo)), sorted(set(qo) - set(qb))
+    if (set(only_b) <= _excluded(other) and set(only_o) <= _excluded(base)) and set(qb) & set(qo):
+        return [q for q in qb if q in set(qo)]
+    raise DataError(f"cannot compare: question ids differ (only in BASE: {', '.join(only_b[:5]) or '-'}; "
+                    f"only in OTHER: {', '.join(only_o[:5]) or '-'}); run both with the same --questions")  # fmt: skip
+
+
+def check_pair(base: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """Refuse files that cannot be paired: different country, question set or groups (one line each).
+
+    Returns the question ids to pair on (:func:`common_questions`).
+    """
     cb = ((base.get("data") or {}).get("country") or {}).get("alpha2")
     co = ((other.get("data") or {}).get("country") or {}).get("alpha2")
     if cb != co:
         raise DataError(f"cannot compare: BASE audits country {cb} and OTHER {co}; compare audits of one country")
-    qb, gb, cellb = _key_sets(base)
-    qo, go, cello = _key_sets(other)
-    if set(qb) != set(qo):
-        only_b, only_o = sorted(set(qb) - set(qo)), sorted(set(qo) - set(qb))
-        raise DataError(f"cannot compare: question ids differ (only in BASE: {', '.join(only_b[:5]) or '-'}; "
-                        f"only in OTHER: {', '.join(only_o[:5]) or '-'}); run both with the same --questions")  # fmt: skip
+    _qb, gb, cellb = _key_sets(base)
+    _qo, go, cello = _key_sets(other)
+    qids = common_questions(base, other)
     if set(gb) != set(go):
         diff = sorted(set(gb) ^ set(go))[:4]
         raise DataError("cannot compare: the groups differ ("
                         + ", ".join(f"{a}={g}" for a, g in diff)
                         + "); run both with the same --attributes, --min-size and survey file")  # fmt: skip
+    shared = set(qids)
+    cellb, cello = {c for c in cellb if c[2] in shared}, {c for c in cello if c[2] in shared}
     if cellb != cello:
         a, g, q = sorted(cellb ^ cello)[0]
         raise DataError(f"cannot compare: item {a}={g}, {q} is in one file only (different suppression or "
                         "survey file); run both on the same data")  # fmt: skip
     # same country, groups and questions but another survey file is allowed: compare() notes it
+    return qids
 
 
 def _matrix(record: dict[str, Any], metric: str, groups: list[tuple[str, str]], qids: list[str]) -> np.ndarray:
@@ -71,6 +94,8 @@ def _matrix(record: dict[str, Any], metric: str, groups: list[tuple[str, str]], 
     qi = {q: j for j, q in enumerate(qids)}
     mat = np.full((len(groups), len(qids)), np.nan)
     for it in record.get("items") or []:
+        if str(it["question"]) not in qi:
+            continue  # held out by the other run's method: not paired
         v = (it.get("metrics") or {}).get(metric)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
             mat[gi[(str(it["attribute"]), str(it["group"]))], qi[str(it["question"])]] = float(v)
@@ -110,12 +135,13 @@ def compare(
     ``min_change`` on the side of more disparity (below -min_change for the ratio).
     """  # fmt: skip
     rb, ro = load_results(base), load_results(other)
-    check_pair(rb, ro)
+    qids = check_pair(rb, ro)
     boot = rb.get("bootstrap") or {}
     n_boot = int(n_boot if n_boot is not None else boot.get("replicates") or 1000)
     seed = int(seed if seed is not None else boot.get("seed") or 0)
     level = float(boot.get("level") or 0.95)
-    qids, groups, _cells = _key_sets(rb)
+    all_b, groups, _cells = _key_sets(rb)
+    held_out = [q for q in all_b if q not in set(qids)] + [q for q in _key_sets(ro)[0] if q not in set(all_b)]
     metrics = [m for m in metric_names(rb) if m in metric_names(ro)]
     idx = question_indices(len(qids), n_boot, seed) if n_boot > 0 and qids else np.zeros((0, len(qids)), dtype=np.int64)
     w = replicate_counts(idx, len(qids)) if len(idx) else None
@@ -183,6 +209,10 @@ def compare(
                     "change": change, "widened": widened, "narrowed": narrowed,
                 })  # fmt: skip
     notes = []
+    if held_out:
+        notes.append(f"paired on the {len(qids)} questions both runs audited; {len(held_out)} held out by a run's "
+                     f"method ({', '.join(held_out)}) are left out of BASE and OTHER alike, so these figures "
+                     "differ from the runs' own reports")  # fmt: skip
     if (rb.get("data") or {}).get("sha256") != (ro.get("data") or {}).get("sha256"):
         notes.append("the two runs used survey files with different hashes (same groups and questions)")
     if any((r.get("bootstrap") or {}).get("respondents") for r in (rb, ro)):
@@ -199,6 +229,7 @@ def compare(
         "other": _summary(ro, oname),
         "country": (rb.get("data") or {}).get("country"),
         "n_questions": len(qids),
+        "questions": {"paired": list(qids), "held_out": held_out},
         "bootstrap": {"unit": "question", "paired": True, "replicates": int(len(idx)), "level": level, "seed": seed,
                       "min_change": float(min_change)},  # fmt: skip
         "overall": out_overall,

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 from cvaudit.audit.disca_math import DiscaParams, correct_item
-from cvaudit.audit.errors import ConfigError
+from cvaudit.audit.errors import ConfigError, DataError
 from cvaudit.audit.methods.base import MethodContext, get_method_class
 from cvaudit.audit.types import Question
 
@@ -207,7 +207,7 @@ def runs(tmp_path_factory, tiny_llama_dir):
     tmp = tmp_path_factory.mktemp("disca")
     out = {}
     for method in ("none", "persona", "disca"):
-        cfg = RunConfig(model=str(tiny_llama_dir), method=method, attributes=("sex",), questions="Q8,Q57,Q46",
+        cfg = RunConfig(model=str(tiny_llama_dir), method=method, attributes=("sex",), questions="Q8,Q1,Q2,Q57",
                         n_boot=50, out=str(tmp / method), cache=str(tmp / "scores.sqlite"), formats=(),
                         progress=False)  # fmt: skip
         out[method] = json.loads(run_audit(cfg).read_text())
@@ -222,6 +222,51 @@ def test_disca_reuses_the_none_and_persona_scores(runs):
     assert eng["cached"] == 2 * n_q * (1 + n_groups)
     assert eng["computed"] == 2 * n_q * n_groups * 3
     assert runs["persona"]["timings"]["engine"]["cached"] == 0
+
+
+def test_panel_value_items_are_held_out(runs):
+    """Q57 is a panel value item (the personas state the group's answer): DISCA holds it out; compare pairs the rest."""
+    from cvaudit.reports import compare_results
+
+    d, p = runs["disca"], runs["persona"]
+    assert d["questions"]["excluded"] == ["Q57"] and d["questions"]["ids"] == ["Q8", "Q1", "Q2"]
+    assert any("held out" in n and "Q57" in n for n in d["metric_notes"])
+    assert p["questions"]["excluded"] == [] and "Q57" in p["questions"]["ids"]
+    assert {i["question"] for i in d["items"]} == {"Q8", "Q1", "Q2"}
+    for base, other in ((p, d), (d, p)):
+        cmp = compare_results(base, other, n_boot=20)
+        assert cmp["questions"] == {"paired": ["Q8", "Q1", "Q2"], "held_out": ["Q57"]}
+        assert cmp["n_questions"] == 3 and any("paired on the 3 questions" in n for n in cmp["notes"])
+    # the persona run's figures on the paired questions only, by hand
+    cmp = compare_results(p, d, n_boot=20)
+    row = next(g for g in cmp["groups"] if g["group"] == "Female" and g["metric"] == "similarity")
+    vals = [i["metrics"]["similarity"] for i in p["items"] if i["group"] == "Female" and i["question"] != "Q57"]
+    assert row["base"]["value"] == pytest.approx(np.mean(vals), abs=1e-12)
+    # a question set that differs by anything else is still refused
+    other = json.loads(json.dumps(d))
+    other["questions"]["excluded"] = []
+    with pytest.raises(DataError, match="question ids differ"):
+        compare_results(p, other)
+
+
+@pytest.mark.parametrize("on_overlap", ["exclude", "keep", "error"])
+def test_on_overlap(on_overlap):
+    from cvaudit.audit.questions import select_questions
+
+    qs = select_questions("Q8,Q57,Q254")
+    method = get_method_class("disca")(on_overlap=on_overlap)
+    assert method.params()["on_overlap"] == on_overlap
+    if on_overlap == "error":
+        with pytest.raises(ConfigError, match="Q57, Q254 are the DISCA panel's value items"):
+            method.filter_questions(qs)
+        return
+    kept, notes = method.filter_questions(qs)
+    assert [q.id for q in kept] == (["Q8"] if on_overlap == "exclude" else ["Q8", "Q57", "Q254"])
+    assert len(notes) == 1 and "Q57, Q254" in notes[0] and ("optimistic" in notes[0]) == (on_overlap == "keep")
+    alone = get_method_class("disca")(panel_size=1, on_overlap=on_overlap)
+    assert alone.filter_questions(qs) == (list(qs), [])  # the plain persona alone states no values
+    with pytest.raises(ConfigError, match="on_overlap must be one of"):
+        get_method_class("disca")(on_overlap="drop")
 
 
 def test_disca_results_on_the_tiny_model(runs, tiny_llama_dir):

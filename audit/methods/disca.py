@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -31,14 +32,15 @@ from ..disca_math import (
     total_variation,
 )  # fmt: skip
 from ..errors import ConfigError
-from ..types import ItemPrediction
+from ..types import ItemPrediction, Question
 from .base import Method, MethodContext, PromptSpec, register_method
 from .params import as_bool, as_number
 
 INT_PARAMS = ("panel_size", "samples", "panel_min_size")
 FLOAT_PARAMS = ("alpha", "beta", "kappa", "lam", "eta", "temperature", "output_temperature", "sigma_floor", "ess_min",
                 "agreement_scale")  # fmt: skip
-PARAMS = (*INT_PARAMS, "panel_split", *FLOAT_PARAMS, "anchor", "country_prior", "whole_persona")
+PARAMS = (*INT_PARAMS, "panel_split", *FLOAT_PARAMS, "anchor", "country_prior", "whole_persona", "on_overlap")
+OVERLAP = ("exclude", "keep", "error")
 SPLITS = ("age", "sex", "ethnicity", "religion", "education", "income", "marital", "settlement", "employment")
 # the public code's running country prior (EXP-09): EMA rate, warm-up items, annealing time constant
 PRIOR_EMA, PRIOR_WARMUP, PRIOR_TAU = 0.1, 50, 100.0
@@ -78,6 +80,7 @@ class DiscaMethod(Method):
         anchor: str = "paper",
         country_prior: Any = False,
         whole_persona: str = "persona",
+        on_overlap: str = "exclude",
         **unknown: Any,
     ) -> None:
         if unknown:
@@ -101,6 +104,9 @@ class DiscaMethod(Method):
             raise ConfigError(f"method param panel_split must be one of {', '.join(SPLITS)}, got {panel_split!r}")
         if whole_persona not in ("persona", "wvs"):
             raise ConfigError(f"method param whole_persona must be persona or wvs, got {whole_persona!r}")
+        if on_overlap not in OVERLAP:
+            raise ConfigError(f"method param on_overlap must be one of {', '.join(OVERLAP)}, got {on_overlap!r}")
+        self.on_overlap = on_overlap
         self.math = DiscaParams(samples=ints["samples"], anchor=anchor, **floats)
         self.panel_size = ints["panel_size"]
         self.panel_min_size = ints["panel_min_size"]
@@ -109,11 +115,46 @@ class DiscaMethod(Method):
         self.whole_persona = whole_persona
         recorded = {"panel_size": self.panel_size, "panel_split": split, "panel_min_size": self.panel_min_size,
                     **asdict(self.math), "country_prior": self.country_prior, "whole_persona": whole_persona,
-                    "base_prompt": "none"}  # fmt: skip
+                    "on_overlap": on_overlap, "base_prompt": "none"}  # fmt: skip
         if self.country_prior:
             recorded["country_prior_settings"] = {"ema": PRIOR_EMA, "warmup_items": PRIOR_WARMUP, "tau": PRIOR_TAU}
         super().__init__(**recorded)
         self.panels: dict[str, Any] = {}
+
+    # ------------------------------------------------------------- questions
+    def filter_questions(self, questions: Sequence[Question]) -> tuple[list[Question], list[str]]:
+        """Hold out the questions the panel's value sentences are computed from; returns (kept, notes).
+
+        A panel member's text states the target group's own answers to these items
+        ("You feel little pride in your nationality" from Q254), so scoring DISCA on them
+        against the same respondents would leak the answer into the prompt.
+        """
+        from cvaudit.personas.panel import dimension_question_ids
+
+        if self.panel_size == 1 and self.whole_persona == "persona":
+            return list(questions), []  # the panel is the plain persona alone: no value sentences
+        used = set(dimension_question_ids())
+        overlap = [q.id for q in questions if q.id in used]
+        if not overlap:
+            return list(questions), []
+        listed = ", ".join(overlap)
+        if self.on_overlap == "error":
+            raise ConfigError(
+                f"questions {listed} are the DISCA panel's value items (its personas state the group's answers to "
+                "them); drop them from --questions or set --method-param on_overlap=exclude"
+            )
+        if self.on_overlap == "keep":
+            return list(questions), [
+                f"disca: {len(overlap)} audited question(s) are the panel's value items, so the personas state the "
+                f"group's own answers to them and their figures are optimistic: {listed}"
+            ]
+        kept = [q for q in questions if q.id not in used]
+        if not kept:
+            raise ConfigError("every selected question is a DISCA panel value item; choose other --questions")
+        return kept, [
+            f"disca: {len(overlap)} question(s) held out because the panel's personas are built from the group's "
+            f"answers to them: {listed}"
+        ]
 
     # ------------------------------------------------------------------ predict
     def predict(self, ctx: MethodContext) -> dict[tuple[str, str], ItemPrediction]:
