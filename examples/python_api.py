@@ -5,7 +5,8 @@
 
 `run_audit` is what `cvaudit run` calls; it takes the same settings as a frozen
 `RunConfig` and returns the path of results.json, the single source of every figure.
-The per-item metrics are columns of OUT/items.parquet, so any slice (a category, a
+`cvaudit.metrics.frames` turns it into tidy DataFrames (groups, disparity, items,
+categories). The per-item metrics are columns of OUT/items.parquet, so any slice (a category, a
 question, one attribute) is a pandas group-by away. fairlearn's MetricFrame over those
 items reproduces the report's group means and its "difference" the report's gap.
 Without --wvs-file the survey data are SYNTHETIC and every output says so.
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     from cvaudit.audit.config import RunConfig
     from cvaudit.audit.run import run_audit
+    from cvaudit.metrics.frames import group_frame
     from fairlearn.metrics import MetricFrame
 
     config = RunConfig(model=args.model, method=args.method, country="SG", wvs_file=args.wvs_file,
@@ -43,15 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     if record["data"]["synthetic"]:
         print("SYNTHETIC DATA: not World Values Survey respondents; figures show the tool, not the model.")
 
-    # groups as a DataFrame: one row per group, value and interval of every metric
-    groups = pd.DataFrame([
-        {"attribute": g["attribute"], "group": g["group"], "n": g["n"], "metric": m,
-         "value": fig["value"], "ci_lower": (fig["ci"] or [None, None])[0], "ci_upper": (fig["ci"] or [None, None])[1]}
-        for g in record["groups"] for m, fig in g["metrics"].items()
-    ])  # fmt: skip
-    print(groups[groups.metric == "similarity"].to_string(index=False))
+    # tidy frames of results.json: one row per (group, metric) with interval and flag
+    groups = group_frame(results_path)
+    print(groups[groups.metric == "similarity"][["attribute", "group", "n", "value", "ci_lo", "ci_hi", "status"]]
+          .to_string(index=False))  # fmt: skip
 
-    # the items with their metrics; MetricFrame over one attribute's items
+    # the items with their metrics (also item_frame(results_path)); MetricFrame over one attribute's items
     items = pd.read_parquet(Path(results_path).parent / "items.parquet")
     attribute = args.attributes.split(",")[0]
     rows = items[(items.attribute == attribute) & items.similarity.notna()]

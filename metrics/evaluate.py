@@ -17,7 +17,7 @@ import numpy as np
 from . import aggregate as agg
 from .bootstrap import percentile_ci, question_indices, replicate_counts
 from .disparity import FIGURES, best_worst, disparity_figures
-from .flags import choose_reference, flag_attribute
+from .flags import choose_reference, flag_attribute, holm_floor, replicates_to_flag
 from .item import batch_from_items, compute_metrics
 from .registry import MetricSpec, metric_specs
 
@@ -194,6 +194,13 @@ def evaluate(
         ref_out[attr] = labels[ref_local]
         if len(rows) < 2:
             notes.append(f"attribute {attr!r} has a single group: no disparity figures")
+        elif n_boot and holm_floor(len(rows) - 1, n_boot) >= config.alpha:
+            notes.append(
+                f"attribute {attr!r}: {len(rows) - 1} groups are tested against the reference, so with {n_boot} "
+                f"replicates the smallest Holm-adjusted p-value is {holm_floor(len(rows) - 1, n_boot):.3f} >= alpha "
+                f"{config.alpha:g} and no group can be flagged; re-run with --n-boot "
+                f"{replicates_to_flag(len(rows) - 1, config.alpha)} or more"
+            )
         for n, spec in specs.items():
             if country and attr != COUNTRY_ATTRIBUTE:
                 o_point, o_reps = gmeans[n][country[0]][None], rmeans[n][:, country[0]]

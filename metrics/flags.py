@@ -8,6 +8,7 @@ one alone is too easy to trip with ~100 groups and noisy per-question metrics.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,6 +70,21 @@ def ratio_to_reference(value: np.ndarray, ref: float, higher_is_better: bool) ->
         r = num / den
     r = np.where((num == 0) & (den == 0), 1.0, r)
     return np.where(np.isfinite(num) & np.isfinite(den), r, np.nan)
+
+
+def holm_floor(n_compared: int, n_boot: int) -> float:
+    """The smallest Holm-adjusted p-value ``n_compared`` groups can reach with ``n_boot`` replicates.
+
+    A bootstrap p-value is at least 2 / (B + 1) (:func:`~cvaudit.metrics.bootstrap.paired_p_value`)
+    and Holm multiplies the smallest by the family size, so with many groups and few
+    replicates no group can be flagged however large its gap.
+    """
+    return min(1.0, n_compared * 2.0 / (n_boot + 1.0)) if n_boot > 0 else 1.0
+
+
+def replicates_to_flag(n_compared: int, alpha: float) -> int:
+    """The fewest replicates for which :func:`holm_floor` is below ``alpha``."""
+    return int(math.floor(2.0 * n_compared / alpha))
 
 
 def flag_attribute(

@@ -90,3 +90,21 @@ def test_user_reference_and_unknown_references():
         evaluate(items, groups, MetricsConfig(n_boot=20, reference=(("ethnicity", "Zulu"),)))
     with pytest.raises(ConfigError, match="attributes in this audit: ethnicity"):
         evaluate(items, groups, MetricsConfig(n_boot=20, reference=(("sex", "Female"),)))
+
+
+def test_holm_floor_is_noted_when_no_group_can_be_flagged():
+    """30 groups far below the reference: 1,000 replicates cannot flag them (29 x 2/1001 > 0.05); 1,160 can."""
+    from cvaudit.metrics.flags import holm_floor, replicates_to_flag
+
+    assert holm_floor(29, 1000) == pytest.approx(58 / 1001) and holm_floor(3, 0) == 1.0
+    assert replicates_to_flag(29, 0.05) == 1160
+    assert holm_floor(29, 1160) < 0.05 <= holm_floor(29, 1159)
+    acc = {"Ref": 0.97, **{f"G{i:02d}": 0.03 for i in range(29)}}
+    items, groups = _audit(acc, {"Ref": 5000, **{f"G{i:02d}": 100 for i in range(29)}}, n_q=40)
+    few = evaluate(items, groups, MetricsConfig(n_boot=1000, seed=1))
+    assert {g["flags"]["accuracy"]["status"] for g in few["groups"]} == {"reference", "neutral"}
+    (note,) = [n for n in few["metric_notes"] if "no group can be flagged" in n]
+    assert "'ethnicity'" in note and "0.058" in note and "--n-boot 1160" in note
+    enough = evaluate(items, groups, MetricsConfig(n_boot=1160, seed=1))
+    assert not any("no group can be flagged" in n for n in enough["metric_notes"])
+    assert {g["flags"]["accuracy"]["status"] for g in enough["groups"]} == {"reference", "disfavoured"}
