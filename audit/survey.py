@@ -31,6 +31,8 @@ WEIGHT_COLUMNS = ("W_WEIGHT", "S018")
 DEMOGRAPHIC_COLUMNS = (
     "Q260", "Q262", "X003R", "Q273", "Q275", "Q275R", "Q279", "Q288", "Q288R", "Q289", "Q290", "H_URBRURAL",
 )
+#: survey year and birth year: DISCA's age cohorts are A_YEAR - Q261 where both exist (Q262 otherwise)
+AGE_COLUMNS = ("A_YEAR", "Q261")
 MARKER_COLUMNS = ("version", "doi")
 SYNTHETIC_MARKER = "cvaudit-synthetic"  # written into `version` and `doi` by cvaudit.audit.synthetic
 FORMATS = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".dat": "csv", ".dta": "dta", ".sav": "sav",
@@ -56,7 +58,7 @@ def needed_columns(extra: Sequence[str] = ()) -> list[str]:
     """Columns an audit reads: country, weights, demographics and every bank question."""
     from .questions import load_bank
 
-    cols = [COUNTRY_COLUMN, *WEIGHT_COLUMNS, *DEMOGRAPHIC_COLUMNS, *load_bank(), *extra]
+    cols = [COUNTRY_COLUMN, *WEIGHT_COLUMNS, *DEMOGRAPHIC_COLUMNS, *AGE_COLUMNS, *load_bank(), *extra]
     return list(dict.fromkeys(c.upper() for c in cols))
 
 

@@ -73,8 +73,14 @@ def test_one_batched_call_with_base_and_panel_in_both_orders(setting):
     systems = {s.system for s in specs}
     assert None in systems  # the base prompt: the model's own answer
     for g in groups:
-        assert persona_text(g, survey.country) in systems  # whole-target member = the persona method's text
+        # the whole-target member states the group's values too (the paper's all-ages persona) ...
+        assert persona_text(g, survey.country) not in systems
         assert len(method.panels[g.id].members) == 4
+        assert all("Your worldview is shaped" in m.text for m in method.panels[g.id].members)
+    # ... unless whole_persona=persona, which reuses the persona method's text (and its cached scores)
+    plain = FakeScorer()
+    run(setting, scorer=plain, whole_persona="persona")
+    assert all(persona_text(g, survey.country) in {s.system for s in plain.calls[0]} for g in groups)
     # every (system, question) is asked in both orders, and nothing twice
     keys = [(s.system, s.question.id, s.reverse) for s in specs]
     assert len(keys) == len(set(keys))
@@ -206,21 +212,24 @@ def runs(tmp_path_factory, tiny_llama_dir):
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("disca")
     out = {}
-    for method in ("none", "persona", "disca"):
-        cfg = RunConfig(model=str(tiny_llama_dir), method=method, attributes=("sex",), questions="Q8,Q1,Q2,Q57",
-                        n_boot=50, out=str(tmp / method), cache=str(tmp / "scores.sqlite"), formats=(),
-                        progress=False)  # fmt: skip
-        out[method] = json.loads(run_audit(cfg).read_text())
+    for name, method, params in (("none", "none", ()), ("persona", "persona", ()), ("disca", "disca", ()),
+                                 ("disca_plain", "disca", (("whole_persona", "persona"),))):  # fmt: skip
+        cfg = RunConfig(model=str(tiny_llama_dir), method=method, method_params=params, attributes=("sex",),
+                        questions="Q8,Q1,Q2,Q57", n_boot=50, out=str(tmp / name), cache=str(tmp / "scores.sqlite"),
+                        formats=(), progress=False)  # fmt: skip
+        out[name] = json.loads(run_audit(cfg).read_text())
     return out
 
 
 def test_disca_reuses_the_none_and_persona_scores(runs):
-    eng = runs["disca"]["timings"]["engine"]
     n_q, n_groups = 3, 2
-    # base prompts (the none run) and whole-target prompts (the persona run) come from the cache;
-    # only the 3 age-cohort personas per group are new
-    assert eng["cached"] == 2 * n_q * (1 + n_groups)
-    assert eng["computed"] == 2 * n_q * n_groups * 3
+    # the base prompts come from the none run; all 4 value-grounded members per group are new
+    eng = runs["disca"]["timings"]["engine"]
+    assert eng["cached"] == 2 * n_q and eng["computed"] == 2 * n_q * n_groups * 4
+    # whole_persona=persona: its whole-target member is the persona run's prompt and its cohorts are the
+    # disca run's, so everything comes from the cache
+    plain = runs["disca_plain"]["timings"]["engine"]
+    assert plain["cached"] == 2 * n_q * (1 + n_groups * 4) and plain["computed"] == 0
     assert runs["persona"]["timings"]["engine"]["cached"] == 0
 
 
@@ -263,7 +272,7 @@ def test_on_overlap(on_overlap):
     kept, notes = method.filter_questions(qs)
     assert [q.id for q in kept] == (["Q8"] if on_overlap == "exclude" else ["Q8", "Q57", "Q254"])
     assert len(notes) == 1 and "Q57, Q254" in notes[0] and ("optimistic" in notes[0]) == (on_overlap == "keep")
-    alone = get_method_class("disca")(panel_size=1, on_overlap=on_overlap)
+    alone = get_method_class("disca")(panel_size=1, whole_persona="persona", on_overlap=on_overlap)
     assert alone.filter_questions(qs) == (list(qs), [])  # the plain persona alone states no values
     with pytest.raises(ConfigError, match="on_overlap must be one of"):
         get_method_class("disca")(on_overlap="drop")
@@ -293,7 +302,9 @@ def test_cli_disca_run_and_compare_on_the_embedded_model(tmp_path, smollm2_dir):
         res = CliRunner().invoke(cli, ["run", "--method", method, "--out", str(tmp_path / method), *common])
         assert res.exit_code == 0, res.output
     r = json.loads((tmp_path / "disca" / "results.json").read_text())
-    assert r["complete"] and r["method"]["name"] == "disca" and r["timings"]["engine"]["cached"] == 2 * 1 * 2
+    eng = r["timings"]["engine"]
+    # base + 4 value-grounded members per group, both orders: nothing is the persona run's prompt
+    assert r["complete"] and r["method"]["name"] == "disca" and eng["cached"] == 0 and eng["computed"] == 2 * (1 + 2 * 4)
     assert all(i["extra"]["panel_size"] == 4 for i in r["items"])
     res = CliRunner().invoke(cli, ["compare", str(tmp_path / "persona" / "results.json"),
                                    str(tmp_path / "disca" / "results.json"), "--out", str(tmp_path / "cmp"),

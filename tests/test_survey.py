@@ -57,6 +57,16 @@ def test_official_csv_loads_filters_and_marks_missing(small):
     assert load_survey(small, 276).frame["Q1"].tolist() == [3.0]
 
 
+def test_birth_year_and_survey_year_are_read_for_disca_cohorts(tmp_path):
+    """DISCA's cohorts use A_YEAR - Q261 (METHODS.md); the loader must keep both columns."""
+    from cvaudit.personas.panel import respondent_ages
+
+    rows = [person(Q261=1985, Q262=36), person(Q261=1964, A_YEAR=2019, Q262=54), person(Q261=-2, Q262=41)]
+    s = load_survey(official_csv(tmp_path / "w.csv", rows), "SG")
+    assert {"A_YEAR", "Q261"} <= set(s.frame.columns)
+    assert respondent_ages(s.frame).tolist() == [35.0, 55.0, 41.0]  # a missing birth year falls back to Q262
+
+
 def test_s018_fallback_and_unweighted_warning(tmp_path):
     header = [h for h in official_header() if h != "W_WEIGHT"]
     p = official_csv(tmp_path / "a.csv", [person(S018=0.2), person(S018=0.6)], header=header)

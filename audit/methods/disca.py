@@ -79,7 +79,7 @@ class DiscaMethod(Method):
         agreement_scale: Any = 0.04,
         anchor: str = "paper",
         country_prior: Any = False,
-        whole_persona: str = "persona",
+        whole_persona: str = "wvs",
         on_overlap: str = "exclude",
         **unknown: Any,
     ) -> None:
