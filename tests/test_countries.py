@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from cvaudit.audit.countries import all_countries, resolve_country
 from cvaudit.audit.errors import ConfigError
+from shared_ref import WVS7
 
-CODEBOOK = Path("/work/shared/reference/wvs7/codebook.json")
+CODEBOOK = WVS7 / "codebook.json"
 
 
 @pytest.mark.parametrize("code", ["SG", "sg", "SGP", "sgp", 702, "702", " Singapore "])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from cvaudit.audit.errors import ConfigError
 from cvaudit.audit.questions import load_bank, question_sets, select_questions
+from shared_ref import WVS7
 
-REF = Path("/work/shared/reference/wvs7")
+REF = WVS7
 
 
 def test_size_and_basic_shape():
@@ -62,6 +62,17 @@ def test_answer_adjustments():
     # dropped codes: Q111 3, Q221/Q222 4, Q254 5
     for qid, dropped in (("Q111", 3), ("Q221", 4), ("Q222", 4), ("Q254", 5)):
         assert dropped not in {c for cs in bank[qid].codes for c in cs}, qid
+
+
+@pytest.mark.skipif(not REF.exists(), reason="reference files not available")
+def test_labels_follow_the_questionnaire_where_the_codebook_errs():
+    """Q121's code 1 is "Very bad" on the questionnaire's scale; the codebook's "Rather bad" would put a
+    wrong word in every prompt of this core question."""
+    text = " ".join((REF / "master_questionnaire.txt").read_text(encoding="utf-8").split())
+    q = load_bank()["Q121"]
+    assert q.options[0] == "Very bad" and q.options[-1] == "Very good" and q.codes[0] == (1,)
+    assert "Very good Quite good Neither good, nor bad Quite bad Very bad 5 4 3 2 1" in text
+    assert json.loads((REF / "codebook.json").read_text())["Q121"]["choices"]["1"] == "Rather bad"  # the erratum
 
 
 def test_nominal_items():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,9 @@ from cvaudit.audit.synthetic import (
     to_csv_bytes,
     write_synthetic,
 )
+from shared_ref import WVS7
 
-FORMAT_DOC = Path("/work/shared/reference/wvs7/OFFICIAL_FORMAT.md")
+FORMAT_DOC = WVS7 / "OFFICIAL_FORMAT.md"
 
 
 @pytest.fixture(scope="module")

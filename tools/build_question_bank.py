@@ -77,6 +77,8 @@ OPTION_OVERRIDES: dict[str, list[str]] = {
     **{f"Q{i}": ["Yes", "No"] for i in range(7, 27)},  # "Important/Mentioned" vs "Not mentioned"
     "Q56": ["Better off", "About the same", "Worse off"],
     "Q111": ["Protecting the environment", "Economic growth and creating jobs"],
+    # the codebook labels code 1 "Rather bad"; the questionnaire's scale (and its question) say "very bad"
+    "Q121": ["Very bad", "Quite bad", "Neither good, nor bad", "Quite good", "Very good"],
 }
 CORE = [
     "Q1", "Q6", "Q8", "Q22", "Q29", "Q33", "Q36", "Q45", "Q46", "Q49", "Q57", "Q62", "Q65", "Q71",
