@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 
 import click
 
@@ -73,12 +74,19 @@ def main(argv: list[str] | None = None) -> None:
     from .errors import CVAuditError
 
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args or os.environ.get("CVAUDIT_DEBUG") not in (None, "", "0")
+    # --debug is accepted anywhere before a "--" (`cvaudit run ... --debug` as well as `cvaudit --debug run`)
+    end = args.index("--") if "--" in args else len(args)
+    flagged = "--debug" in args[:end]
+    if flagged:
+        args = [a for i, a in enumerate(args) if not (i < end and a == "--debug")]
+    debug = flagged or os.environ.get("CVAUDIT_DEBUG") not in (None, "", "0")
+    if flagged:
+        args = ["--debug", *args]
     try:
         cli.main(args=args, prog_name="cvaudit", standalone_mode=False)
     except CVAuditError as exc:
-        if debug:
-            raise
+        if debug:  # the traceback, but the same exit code: a script or CI still tells bad input from a breach
+            traceback.print_exc()
         click.echo(f"cvaudit: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -91,13 +99,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:  # usage errors too: one line, no "Usage:/Try" block
         if debug:
-            raise
+            traceback.print_exc()
         click.echo(f"cvaudit: error: {' '.join(exc.format_message().split())}", err=True)
         sys.exit(2)
     except SystemExit:
         raise
     except Exception as exc:  # a bug, not a user error: still one line unless --debug
         if debug:
-            raise
+            traceback.print_exc()
         click.echo(f"cvaudit: internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)", err=True)
         sys.exit(1)

@@ -98,15 +98,18 @@ def _print_text(s: dict[str, Any]) -> None:
               help="Your WVS Wave 7 file (.csv, .dta, .sav, .parquet). Without it: synthetic demo data.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--attributes", default=None,
-              help="Comma-separated: sex,age,ethnicity,religion,education,income,marital,settlement,employment "
-                   "(default all) or 'none'.")
+              help="Comma-separated: sex,age,ethnicity,religion,education,income,marital,settlement,employment, "
+                   "'all' for all nine or 'none' (default: sex,age,ethnicity,religion,education, as cvaudit run).")
 @click.option("--intersections", default="", help="Comma-separated intersections such as sex:age,ethnicity:religion.")
 @click.option("--min-size", type=int, default=30, show_default=True, help="Smallest group kept (unweighted respondents).")
 @click.option("--questions", default="core", show_default=True, help="Question set name or comma-separated ids.")
 def data(country: str, wvs_file: str | None, as_json: bool, attributes: str | None, intersections: str,
          min_size: int, questions: str) -> None:
     """Show a country's subgroups, their sizes and the usable questions."""
-    attrs = _split(attributes) if attributes is not None else None
+    from .config import DEFAULT_ATTRIBUTES, parse_attributes
+
+    parsed = parse_attributes(attributes)  # what `cvaudit run --attributes` means, so the preview is the audit's
+    attrs = list(DEFAULT_ATTRIBUTES if parsed is None else parsed)
     summary = data_summary(country, wvs_file, attrs, _split(intersections), min_size, questions)
     if summary["data"]["synthetic"]:
         click.echo(BANNER, err=as_json)

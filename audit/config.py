@@ -27,6 +27,23 @@ DEFAULT_ATTRIBUTES = ("sex", "age", "ethnicity", "religion", "education")
 DEFAULT_MODEL = "smollm2-135m"
 
 
+def parse_attributes(value: Any) -> tuple[str, ...] | None:
+    """``--attributes``: None (not given), the nine for 'all', ('none',), or validated names in order."""
+    if value is None:
+        return None
+    attrs = split_csv(value)
+    if not attrs:
+        raise ConfigError("attributes is empty; give names like sex,age, 'all' for all nine, or 'none'")
+    if attrs == ("all",):
+        return ATTRIBUTES
+    if attrs == ("none",):
+        return attrs
+    unknown = [a for a in attrs if a not in ATTRIBUTES]
+    if unknown:
+        raise ConfigError(f"unknown attribute {unknown[0]!r}; valid: {', '.join(ATTRIBUTES)}, all, none")
+    return tuple(dict.fromkeys(attrs))
+
+
 def split_csv(value: str | Iterable[str] | None) -> tuple[str, ...]:
     """'a,b , c' -> ('a', 'b', 'c'); sequences pass through stripped; empty parts dropped."""
     if value is None:
@@ -157,21 +174,7 @@ class RunConfig:
 
     @staticmethod
     def _attributes(value: Any) -> tuple[str, ...] | None:
-        if value is None:
-            return None
-        attrs = split_csv(value)
-        if not attrs:
-            raise ConfigError("attributes is empty; give names like sex,age, 'all' for all nine, or 'none'")
-        if attrs == ("all",):
-            return ATTRIBUTES
-        if attrs == ("none",):
-            return attrs
-        unknown = [a for a in attrs if a not in ATTRIBUTES]
-        if unknown:
-            raise ConfigError(
-                f"unknown attribute {unknown[0]!r}; valid: {', '.join(ATTRIBUTES)}, all, none"
-            )
-        return tuple(dict.fromkeys(attrs))
+        return parse_attributes(value)
 
     @staticmethod
     def _intersections(value: Any) -> tuple[str, ...]:
@@ -220,9 +223,15 @@ class RunConfig:
         return dict(self.method_params)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready record of every field (tuples as lists), for results.json "config"."""
+        """JSON-ready record of every field (tuples as lists), for results.json "config".
+
+        ``progress`` is left out: it changes what the terminal shows, not the audit, so a
+        ``--quiet`` re-run must give the same results.json.
+        """
         out: dict[str, Any] = {}
         for f in fields(self):
+            if f.name == "progress":
+                continue
             value = getattr(self, f.name)
             if f.name in ("method_params", "reference"):
                 value = {k: v for k, v in value}

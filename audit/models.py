@@ -84,6 +84,9 @@ def resolve_dtype(dtype: str, device: str) -> Any:
 # ------------------------------------------------------------------ local checks
 def _local_weights(directory: Path, allow_pickle: bool) -> list[Path]:
     """Config, pickle policy and safetensors headers checked (adapters.check_model_dir); the files to load."""
+    if not (directory / "config.json").is_file() and not (directory / "adapter_config.json").is_file():
+        raise ModelError(f"model directory {os.fspath(directory)!r} has no config.json; point --model at a saved "
+                         "model (config.json, tokenizer files and *.safetensors)")  # fmt: skip
     check_model_dir(directory, allow_pickle)
     safe, pickled = weight_files(directory)
     return safe or pickled

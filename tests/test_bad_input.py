@@ -386,6 +386,12 @@ def test_subprocess_bad_file_one_line_and_debug_shows_traceback(inputs, tmp_path
     assert "truncated" in proc.stderr and "Traceback" not in proc.stderr
     assert json.loads((tmp_path / "o" / "results.json").read_text())["complete"] is False
 
-    debug = _python_m("--debug", *args, cwd=tmp_path)
-    assert debug.returncode != 0
-    assert "Traceback" in debug.stderr and "DataError" in debug.stderr
+    # --debug adds the traceback and keeps exit 2 (CI must still tell bad input from a gate breach),
+    # wherever it is written, and so does CVAUDIT_DEBUG=1
+    for debug in (_python_m("--debug", *args, cwd=tmp_path), _python_m(*args, "--debug", cwd=tmp_path),
+                  _python_m(*args, cwd=tmp_path, env_extra={"CVAUDIT_DEBUG": "1"})):  # fmt: skip
+        assert debug.returncode == 2, debug.stderr[-500:]
+        assert "Traceback" in debug.stderr and "DataError" in debug.stderr
+        assert debug.stderr.strip().splitlines()[-1].startswith("cvaudit: error:") and "truncated" in debug.stderr
+    gate = _python_m("gate", str(tmp_path / "missing.json"), "--policy", str(tmp_path / "p.yaml"), "--debug", cwd=tmp_path)
+    assert gate.returncode == 2 and "Traceback" in gate.stderr

@@ -63,3 +63,23 @@ def test_synth_then_data_with_unweighted_warning(tmp_path, capsys):
     assert code == 0 and "unweighted" in err
     obj = json.loads(out)
     assert obj["data"]["weight_column"] is None and obj["attributes"] == ["sex", "age"]
+
+
+def test_data_attributes_mean_what_run_means(capsys):
+    """The preview is the audit's group set: run's defaults, 'all' = the nine attributes, 'none' = the country."""
+    from cvaudit.audit.config import DEFAULT_ATTRIBUTES, RunConfig
+    from cvaudit.audit.subgroups import ATTRIBUTES
+
+    def attrs(*extra):
+        code, out, _ = run(["data", "--json", *extra], capsys)
+        assert code == 0
+        return json.loads(out)["attributes"], json.loads(out)["groups"]
+
+    default, _ = attrs()
+    assert default == list(DEFAULT_ATTRIBUTES) == list(RunConfig().effective_attributes())
+    every, groups = attrs("--attributes", "all")
+    assert every == list(ATTRIBUTES) and len(every) == 9 and not any(g["group"] == "All respondents" for g in groups)
+    _, whole = attrs("--attributes", "none")
+    assert [g["group"] for g in whole] == ["All respondents"]
+    code, _, err = run(["data", "--attributes", "colour"], capsys)
+    assert code == 2 and "unknown attribute 'colour'" in err

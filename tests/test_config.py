@@ -43,7 +43,8 @@ def test_to_dict_is_json_and_round_trips():
     assert set(d) >= {"model", "revision", "dtype", "device", "device_map", "trust_remote_code", "method",
                       "country", "wvs_file", "questions", "attributes", "intersections", "min_size", "limit",
                       "batch_size", "seed", "n_boot", "level", "tau", "reference", "out", "cache", "no_cache",
-                      "formats", "progress", "respondents", "allow_pickle"}  # fmt: skip
+                      "formats", "respondents", "allow_pickle"}  # fmt: skip
+    assert "progress" not in d and RunConfig(progress=False).to_dict() == RunConfig().to_dict()
 
 
 def test_frozen():
