@@ -69,6 +69,23 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail on a closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def echo_safely(message: str) -> None:
+    """click.echo that survives a closed stdout (`cvaudit gate ... | grep -q`): the exit code still counts."""
+    try:
+        click.echo(message)
+    except BrokenPipeError:
+        _quiet_stdout()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: maps user errors to exit code 2 and one line on stderr."""
     from .errors import CVAuditError
@@ -104,6 +121,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except SystemExit:
         raise
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, with the shell's SIGPIPE code
+        _quiet_stdout()
+        sys.exit(141)
+    except OSError as exc:  # the environment, not a bug: a full disk, a read-only or missing place
+        if debug:
+            traceback.print_exc()
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        click.echo(f"cvaudit: error: cannot access{where}: {exc.strerror or exc}; check the path, its "
+                   "permissions and the free space", err=True)  # fmt: skip
+        sys.exit(2)
     except Exception as exc:  # a bug, not a user error: still one line unless --debug
         if debug:
             traceback.print_exc()

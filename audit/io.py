@@ -23,11 +23,27 @@ def _umask() -> int:
     return mask
 
 
+def _unwritable(path: Path, exc: OSError) -> ConfigError:
+    reason = exc.strerror or type(exc).__name__
+    return ConfigError(f"cannot write {os.fspath(path)}: {reason}; choose another output path or fix its permissions")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    An unwritable place (read-only, full, a file where a folder should be) is a
+    ConfigError (one line, exit 2), and only a regular file is ever replaced: the
+    rename would otherwise swap a device such as ``/dev/full`` for a plain file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.exists() and not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise ConfigError(f"cannot write {os.fspath(path)}: it is {kind}; give the path of a file to create")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         with os.fdopen(fd, "wb") as fh:
@@ -35,11 +51,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise _unwritable(path, exc) from None
         raise
     return path
 

@@ -98,6 +98,18 @@ def weights_fingerprint(directory: Path) -> str:
     return "sha256:" + directory_fingerprint(directory)
 
 
+def _check_loading(model_id: str, loading: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose weights do not cover the model: transformers would fill the gap with
+    random numbers and the audit would score noise as if it were the model."""
+    missing = sorted(map(str, loading.get("missing_keys") or ()))
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in loading.get("mismatched_keys") or ())
+    for what, keys in (("has no weights for", missing), ("has weights of the wrong shape for", mismatched)):
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            raise ModelError(f"model {model_id} {what} {len(keys)} tensor(s) ({shown}); they would be random: "
+                             "the checkpoint is incomplete or for another architecture")  # fmt: skip
+
+
 def _hub_snapshot(model_id: str, revision: str | None) -> tuple[Path, str | None]:
     """Resolve a hub id to its local snapshot folder (and commit sha) or fail with the offline message."""
     from transformers.utils import cached_file
@@ -166,13 +178,18 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
         tokenizer = AutoTokenizer.from_pretrained(str(source), **common)
     except Exception as exc:
         raise ModelError(f"cannot load the tokenizer of {spec.id}: {type(exc).__name__}: {_first_line(exc)}") from None
+    previous = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_error()  # its load report would be a second, third... stderr line
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(source), **kwargs)
+        model, loading = AutoModelForCausalLM.from_pretrained(str(source), output_loading_info=True, **kwargs)
     except ModelError:
         raise
     except Exception as exc:
         where = f" ({', '.join(f.name for f in files)})" if is_local else ""
         raise ModelError(f"cannot load model {spec.id}{where}: {type(exc).__name__}: {_first_line(exc)}") from None
+    finally:
+        transformers.utils.logging.set_verbosity(previous)
+    _check_loading(spec.id, loading)
     if spec.device_map is None:
         model = model.to(device)
     else:

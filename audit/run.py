@@ -245,6 +245,9 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
         say(note)
     spec = model_spec(config, method)  # a clash between --model and the method's model fails here, not after data
     if main:
+        from cvaudit.reports.pdf import require_pdf
+
+        require_pdf(config.formats)  # a missing WeasyPrint fails now, not after the audit
         res.write_pending(out, config)
 
     # 2. survey side

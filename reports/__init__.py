@@ -53,8 +53,10 @@ def render_report(
 
     from .html import render_html
     from .load import load_results
+    from .pdf import require_pdf
 
     fmts = check_formats(formats)
+    require_pdf(fmts)
     record = load_results(results, allow_incomplete=allow_incomplete)
     gate = run_gate(record, policy, allow_incomplete=allow_incomplete) if policy is not None else None
     html = render_html(record, gate=gate, signer=signer)
@@ -81,10 +83,14 @@ def compare_results(
 ) -> dict[str, Any]:
     """Paired comparison OTHER - BASE (see reports/compare.py); writes compare.json (+ HTML/PDF) when out_dir."""
     from .compare import MIN_CHANGE, compare, write_compare
+    from .pdf import require_pdf
 
+    fmts = check_formats(formats)
+    if out_dir is not None:
+        require_pdf(fmts)
     result = compare(base, other, n_boot=n_boot, seed=seed, min_change=MIN_CHANGE if min_change is None else min_change)
     if out_dir is not None:
-        write_compare(result, out_dir, check_formats(formats))
+        write_compare(result, out_dir, fmts)
     return result
 
 

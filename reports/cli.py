@@ -77,20 +77,22 @@ def compare(base: Path, other: Path, out: Path, formats: str, n_boot: int | None
               help="Evaluate a run marked complete=false (it then breaches require_complete) instead of refusing it.")
 def gate(results: Path, policy: Path, junit: Path | None, quiet: bool, allow_incomplete: bool) -> None:
     """Check RESULTS against POLICY: exit 0 pass, 1 breach, 2 bad input."""
+    from cvaudit.audit.cli import echo_safely
     from cvaudit.audit.io import atomic_write_text
 
     from .gate import gate as run
     from .gate import junit_xml, publish_github
 
     result = run(results, policy, allow_incomplete=allow_incomplete)
-    for c in result.checks:
-        if c.status == "fail" or not quiet:
-            click.echo(f"{c.status.upper():4}  {c.message}")
+    # the files first: one that cannot be written is bad input (exit 2), never a breach (exit 1)
     if junit is not None:
         atomic_write_text(junit, junit_xml(result))
-    publish_github(result, dict(os.environ), echo=click.echo)
+    publish_github(result, dict(os.environ), echo=echo_safely)
+    for c in result.checks:
+        if c.status == "fail" or not quiet:
+            echo_safely(f"{c.status.upper():4}  {c.message}")
     verdict = "PASS" if result.passed else f"FAIL ({len(result.breaches)} breach(es))"
-    click.echo(f"gate: {verdict} — policy {result.policy_name}, {len(result.checks)} checks")
+    echo_safely(f"gate: {verdict} — policy {result.policy_name}, {len(result.checks)} checks")
     sys.exit(result.exit_code)
 
 

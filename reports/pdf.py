@@ -14,11 +14,23 @@ from cvaudit.audit.errors import ConfigError
 from cvaudit.audit.io import atomic_write_bytes
 
 
-def html_to_pdf_bytes(html: str) -> bytes:
+def _weasyprint():
     try:
         import weasyprint
-    except ImportError:
-        raise ConfigError("PDF output needs WeasyPrint: pip install 'cvaudit[pdf]', or use --format html") from None
+    except (ImportError, OSError):  # OSError: installed, but its system libraries (Pango) are missing
+        raise ConfigError("PDF output needs WeasyPrint (and its Pango libraries): pip install 'cvaudit[pdf]', "
+                          "or use --format html") from None  # fmt: skip
+    return weasyprint
+
+
+def require_pdf(formats: tuple[str, ...] | list[str]) -> None:
+    """Fail now, before any slow work or any file is written, when a PDF is asked for and cannot be made."""
+    if "pdf" in formats:
+        _weasyprint()
+
+
+def html_to_pdf_bytes(html: str) -> bytes:
+    weasyprint = _weasyprint()
     # WeasyPrint logs every unsupported CSS property at WARNING; the report's CSS is known, keep the CLI quiet
     for name in ("weasyprint", "fontTools"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -176,3 +176,32 @@ def test_parse_policy_direct():
     assert pol.checks[0].on == "ci_lower" and pol.checks[0].threshold == 0.8 and pol.require_complete
     with pytest.raises(ConfigError):
         parse_policy({"rules": [{"metric": "accuracy", "no_disfavoured_group": "yes"}]})
+
+
+def test_gate_files_and_closed_stdout_never_read_as_a_breach(tmp_path, results_file):
+    """An unwritable --junit or step summary is exit 2 (not 1); a closed stdout keeps the verdict's exit code."""
+    import os
+    import subprocess
+    import sys
+
+    policy = write(tmp_path, "rules:\n  - metric: accuracy\n    attribute: sex\n    max_gap: 1.0\n")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "CVAUDIT_DEBUG"))}
+
+    def gate_proc(*extra, env_extra=None, close_stdout=False):
+        cmd = [sys.executable, "-m", "cvaudit", "gate", str(results_file), "--policy", str(policy), *extra]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**env, **(env_extra or {})})
+        if close_stdout:
+            p.stdout.close()  # like `| grep -q`: the reader is gone before the gate prints
+            _, err = p.communicate(timeout=120)
+            return p.returncode, "", err.decode()
+        out, err = p.communicate(timeout=120)
+        return p.returncode, out.decode(), err.decode()
+
+    assert gate_proc()[0] == 0
+    code, out, err = gate_proc("--junit", str(afile / "gate.xml"))
+    assert code == 2 and err.startswith("cvaudit: error: cannot write") and "Traceback" not in err
+    code, _, err = gate_proc(env_extra={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(afile / "s.md")})
+    assert code == 2 and err.startswith("cvaudit: error: cannot access") and err.count("\n") == 1
+    assert gate_proc(close_stdout=True)[0] == 0

@@ -41,3 +41,21 @@ def test_confined(tmp_path):
 
     with pytest.raises(ConfigError):
         confined(tmp_path, "../x.json")
+
+
+def test_unwritable_places_are_config_errors(tmp_path):
+    """A file where a folder should be, a directory or a device as the target: one line (exit 2), nothing replaced."""
+    from cvaudit.audit.errors import ConfigError
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match=r"cannot write .*afile/sub/r.json: Not a directory"):
+        atomic_write_text(afile / "sub" / "r.json", "{}")
+    with pytest.raises(ConfigError, match="it is a directory"):
+        atomic_write_text(tmp_path, "{}")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        atomic_write_text(fifo, "{}")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the special file is left as it was"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "fifo"]

@@ -140,3 +140,18 @@ def test_hub_id_offline(monkeypatch, tmp_path):
     msg = str(err.value)
     assert "cannot load model some-org/not-a-cached-model: not found locally and the hub is unreachable/offline" in msg
     assert "\n" not in msg
+
+
+@pytest.mark.parametrize("drop", ["model.layers.1.mlp.up_proj.weight", "model.norm.weight"])
+def test_missing_tensors_are_refused_not_randomised(tiny_llama_dir, tmp_path, drop, capsys):
+    """transformers initialises missing weights at random and carries on; an audit of that would score noise."""
+    from safetensors.torch import load_file, save_file
+
+    d = _copy(tiny_llama_dir, tmp_path / "m")
+    state = load_file(str(d / "model.safetensors"))
+    assert drop in state
+    state.pop(drop)
+    save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelError, match=rf"has no weights for 1 tensor\(s\) \({drop}\); they would be random"):
+        load_model(ModelSpec(id=str(d)))
+    assert "MISSING" not in capsys.readouterr().err, "no multi-line load report from transformers"

@@ -155,3 +155,27 @@ def test_appendix_capped_for_large_audits(record, monkeypatch):
     first = ctx["divisive"]["by_modes"][0]["id"]
     assert first in [q["id"] for q in ctx["appendix"]]
     assert "left out of this appendix" in h.render_template("report.html.j2", ctx)
+
+
+def test_missing_weasyprint_fails_before_anything_is_written(tmp_path, monkeypatch, tiny_llama_dir):
+    """Without WeasyPrint a PDF request is refused up front: no audit runs, no report.html or results.json."""
+    import sys
+
+    from cvaudit.audit.config import RunConfig
+    from cvaudit.audit.errors import ConfigError
+    from cvaudit.audit.run import run_audit
+    from cvaudit.reports import compare_results, render_report
+    from results_factory import make_results
+
+    monkeypatch.setitem(sys.modules, "weasyprint", None)  # `import weasyprint` now raises ImportError
+    record = make_results(n_questions=4, n_boot=20)
+    with pytest.raises(ConfigError, match="PDF output needs WeasyPrint"):
+        render_report(record, tmp_path / "rep", formats="html,pdf")
+    with pytest.raises(ConfigError, match="PDF output needs WeasyPrint"):
+        compare_results(record, record, tmp_path / "cmp", formats="html,pdf")
+    cfg = RunConfig(model=str(tiny_llama_dir), attributes=("sex",), questions="Q1", n_boot=5,
+                    out=str(tmp_path / "run"), no_cache=True, progress=False)  # fmt: skip
+    with pytest.raises(ConfigError, match="PDF output needs WeasyPrint"):
+        run_audit(cfg)
+    assert not any(p.exists() for p in (tmp_path / "rep", tmp_path / "cmp", tmp_path / "run"))
+    assert render_report(record, tmp_path / "html-only", formats="html")[0].name == "report.html"
