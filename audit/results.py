@@ -52,6 +52,10 @@ def header(config: Any) -> dict[str, Any]:
     }
 
 
+#: what a complete run writes beside results.json; a new run removes them once its pending record is down
+STALE_OUTPUTS = ("items.csv", "items.parquet", "report.html", "report.pdf")
+
+
 def write_pending(out: Path, config: Any, note: str = "run in progress or interrupted") -> Path:
     """Mark OUT/results.json as not complete before any slow work starts."""
     from .errors import ConfigError
@@ -59,10 +63,14 @@ def write_pending(out: Path, config: Any, note: str = "run in progress or interr
     record = header(config)
     record["note"] = note + "; re-run the same command to resume from the score cache"
     try:
-        return atomic_write_json(out / "results.json", record)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
+        path = atomic_write_json(out / "results.json", record)
+    except (OSError, ConfigError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError(f"cannot write to the output directory {str(out)!r} ({reason}); pass a writable --out") from None
+    # an earlier run's tables and report now belong to no complete results.json: none may look current
+    for name in STALE_OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+    return path
 
 
 def device_info(loaded: Any = None) -> dict[str, Any]:

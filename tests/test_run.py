@@ -296,3 +296,17 @@ def test_unavailable_attributes_are_recorded(tmp_path, tiny_llama_dir):
     assert "H_URBRURAL" in unavailable["settlement"] and unavailable["sex:settlement"] == "needs settlement"
     assert {g["attribute"] for g in r["groups"]} == {"sex"}
     assert any("'settlement' not audited" in n for n in r["metric_notes"])
+
+
+def test_failed_rerun_leaves_no_stale_tables_or_report(tmp_path, tiny_llama_dir):
+    """A re-run into a finished OUT that then fails must not leave the old items/report beside a pending record."""
+    from cvaudit.audit.errors import DataError
+    from cvaudit.audit.run import run_audit
+
+    out = tmp_path / "out"
+    run_audit(config(tmp_path, tiny_llama_dir, limit=1, formats=("html",)))
+    assert {"items.csv", "items.parquet", "report.html"} <= {p.name for p in out.iterdir()}
+    with pytest.raises(DataError):
+        run_audit(config(tmp_path, tiny_llama_dir, limit=1, wvs_file=str(tmp_path / "missing.csv")))
+    assert [p.name for p in out.iterdir()] == ["results.json"]
+    assert json.loads((out / "results.json").read_text())["complete"] is False
