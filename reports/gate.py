@@ -127,6 +127,9 @@ def _evaluate(policy: Policy, c: Check, attribute: str, record: dict[str, Any], 
         listed = ", ".join(f"{g}={_fmt(v)}" for g, v in failing)
         return CheckResult(name, "fail", f"{name}: {listed} breach the limit {c.threshold:g}", observed=worst[1], **base)
     undefined = [g for g, v in values if v is None]
+    if undefined and policy.undefined == "fail":  # a group without a figure is not a group that passed
+        return CheckResult(name, "fail", f"{name}: not defined (null) for {', '.join(undefined)}; the other groups "
+                           f"pass (worst {worst[0]} {c.on} = {_fmt(worst[1])})", observed=worst[1], **base)  # fmt: skip
     note = f" ({len(undefined)} group(s) not defined)" if undefined else ""
     msg = f"{name}: worst group {worst[0]} {c.on} = {_fmt(worst[1])}{note}"
     return CheckResult(name, "pass", msg, observed=worst[1], **base)
@@ -172,6 +175,9 @@ def gate(
         if c.attribute == "*":
             # disparity needs two groups: "*" covers the attributes where it is defined by construction
             targets = [a for a, gs in attrs.items() if not c.kind.startswith("disparity:") or len(gs) > 1]
+            if not targets:  # nothing to check is not a pass
+                out.append(_undefined(pol, c, "*", "every attribute (the results have no groups it applies to)"))
+                continue
         else:
             targets = [c.attribute]
         for attr in targets:

@@ -19,6 +19,7 @@ check or bound is a ConfigError (exit 2) with a one-line message. Format
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,23 @@ def _bool(value: Any, where: str) -> bool:
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"policy: {where} must be a number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ConfigError(f"policy: {where} must be a finite number, got {value!r}")
     return float(value)
+
+
+#: thresholds a figure can never cross are a mistake in the policy, not a breach of it
+_RANGES = {"min_ratio": (0.0, 1.0, "a ratio min/max lies in [0, 1]"),
+           **{name: (0.0, math.inf, "the figure is never negative")
+              for name in ("max_gap", "max_normalised_range", "max_cv", "max_abs_to_overall")}}  # fmt: skip
+
+
+def _threshold(name: str, value: Any, where: str) -> float:
+    x = _number(value, where)
+    lo, hi, why = _RANGES.get(name, (-math.inf, math.inf, ""))
+    if not lo <= x <= hi:
+        raise ConfigError(f"policy: {where} = {x:g} can never be met or never fail ({why}); fix the threshold")
+    return x
 
 
 def _bound(value: Any, where: str) -> str:
@@ -149,7 +166,7 @@ def parse_policy(raw: Any, source: str = "policy") -> Policy:
                     continue
                 checks.append(Check(metric, attribute, name, None, bound))
             else:
-                checks.append(Check(metric, attribute, name, _number(spec, f"{where}.{name}"), bound))
+                checks.append(Check(metric, attribute, name, _threshold(name, spec, f"{where}.{name}"), bound))
     return Policy(
         name=str(raw.get("name") or source),
         require_complete=_bool(raw.get("require_complete", True), f"{source}: require_complete"),
@@ -157,6 +174,28 @@ def parse_policy(raw: Any, source: str = "policy") -> Policy:
         undefined=str(undefined),
         checks=tuple(checks),
     )
+
+
+def _unique_keys_loader() -> Any:
+    """A SafeLoader that refuses a key given twice in one mapping: YAML would keep the last one silently,
+    and ``max_gap: 0.1`` followed by ``max_gap: 0.9`` would loosen the gate unnoticed."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: Any, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (line {key_node.start_mark.line + 1})", key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return UniqueKeys
 
 
 def load_policy(source: Policy | dict | str | os.PathLike) -> Policy:
@@ -171,7 +210,7 @@ def load_policy(source: Policy | dict | str | os.PathLike) -> Policy:
     if not path.is_file():
         raise ConfigError(f"policy file {os.fspath(path)!r} not found; see examples/policy.yaml for the format")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_keys_loader())  # noqa: S506 (a SafeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()
         msg = " ".join(line.strip() for line in first[:3])

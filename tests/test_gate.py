@@ -205,3 +205,31 @@ def test_gate_files_and_closed_stdout_never_read_as_a_breach(tmp_path, results_f
     code, _, err = gate_proc(env_extra={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(afile / "s.md")})
     assert code == 2 and err.startswith("cvaudit: error: cannot access") and err.count("\n") == 1
     assert gate_proc(close_stdout=True)[0] == 0
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("rules:\n  - metric: accuracy\n    max_gap: .nan\n", "must be a finite number"),
+    ("rules:\n  - metric: accuracy\n    min_ratio: 2\n", "a ratio min/max lies in [0, 1]"),
+    ("rules:\n  - metric: accuracy\n    max_cv: -0.1\n", "never negative"),
+    ("rules:\n  - metric: accuracy\n    max_gap: 0.1\n    max_gap: 0.9\n", "key 'max_gap' given twice (line 4)"),
+])  # fmt: skip
+def test_policy_mistakes_are_bad_input_not_breaches(tmp_path, results_file, capsys, text, fragment):
+    code = run_cli(["gate", str(results_file), "--policy", str(write(tmp_path, text))])
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err and err.count("\n") <= 1, err
+
+
+def test_undefined_groups_and_empty_attribute_sets_are_not_passes(record):
+    rec = json.loads(json.dumps(record))
+    male = next(g for g in rec["groups"] if g["group"] == "Male")
+    male["metrics"]["similarity"] = {"value": None, "ci": None}
+    rule = {"rules": [{"metric": "similarity", "attribute": "sex", "min_group_value": 0.0}]}
+    (check,) = [c for c in gate(rec, rule).checks if c.metric == "similarity"]
+    assert check.status == "fail" and "not defined (null) for Male" in check.message
+    (check,) = [c for c in gate(rec, {**rule, "undefined": "skip"}).checks if c.metric == "similarity"]
+    assert check.status == "pass" and "1 group(s) not defined" in check.message
+    empty = {**json.loads(json.dumps(record)), "groups": []}
+    star = {"rules": [{"metric": "accuracy", "attribute": "*", "min_group_value": 0.0}]}
+    res = gate(empty, star)
+    assert not res.passed and any("no groups it applies to" in c.message for c in res.checks)
+    assert gate(empty, {**star, "undefined": "skip"}).passed
