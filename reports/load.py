@@ -29,6 +29,8 @@ def read_results(source: dict | str | os.PathLike) -> tuple[dict[str, Any], str]
         raise DataError(f"results file {os.fspath(path)!r} not found; give the results.json written by `cvaudit run`")
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise DataError(f"{os.fspath(path)} nests too deeply to be a cvaudit results file") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{os.fspath(path)} is not valid JSON ({exc}); re-run `cvaudit run` to rewrite it") from None
     if not isinstance(record, dict):
@@ -69,7 +71,34 @@ def load_results(source: dict | str | os.PathLike, allow_incomplete: bool = Fals
         for i, g in enumerate(record["groups"]):
             if not isinstance(g, dict) or not {"attribute", "group", "metrics"} <= set(g):
                 raise DataError(f"{name}: groups[{i}] lacks attribute/group/metrics; the file is damaged, re-run")
+        _check_entries(record, name)
     return record
+
+
+def _check_entries(record: dict[str, Any], name: str) -> None:
+    """Every list entry a renderer, the gate, export or compare reads has the shape they assume.
+
+    One line naming the first damaged entry, instead of an AttributeError deep in a template.
+    """
+
+    def damaged(where: str, what: str) -> DataError:
+        return DataError(f"{name}: {where} {what}; the file is damaged, re-run the audit")
+
+    for i, g in enumerate(record["groups"]):
+        if not isinstance(g["metrics"], dict) or not all(isinstance(f, dict) for f in g["metrics"].values()):
+            raise damaged(f"groups[{i}].metrics", "must map each metric to {value, ci}")
+        if not isinstance(g.get("flags", {}), dict) or not all(isinstance(f, dict) for f in (g.get("flags") or {}).values()):
+            raise damaged(f"groups[{i}].flags", "must map each metric to its flag")
+    for i, it in enumerate(record["items"]):
+        if not isinstance(it, dict) or not {"attribute", "group", "question"} <= set(it):
+            raise damaged(f"items[{i}]", "lacks attribute/group/question")
+        if not isinstance(it.get("metrics", {}), dict):
+            raise damaged(f"items[{i}].metrics", "must be an object")
+    for i, d in enumerate(record["disparity"]):
+        if not isinstance(d, dict) or not {"attribute", "metric"} <= set(d):
+            raise damaged(f"disparity[{i}]", "lacks attribute/metric")
+    if not all(isinstance(f, dict) for f in record["overall"].values()):
+        raise damaged("overall", "must map each metric to {value, ci}")
 
 
 def _finite(x: Any) -> float | None:

@@ -179,3 +179,37 @@ def test_missing_weasyprint_fails_before_anything_is_written(tmp_path, monkeypat
         run_audit(cfg)
     assert not any(p.exists() for p in (tmp_path / "rep", tmp_path / "cmp", tmp_path / "run"))
     assert render_report(record, tmp_path / "html-only", formats="html")[0].name == "report.html"
+
+
+@pytest.mark.parametrize(("path", "value", "fragment"), [
+    (("disparity",), [1, 2], "disparity[0] lacks attribute/metric"),
+    (("items",), [1, "a", None], "items[0] lacks attribute/group/question"),
+    (("items",), [{}], "items[0] lacks attribute/group/question"),
+    (("groups", 0, "flags"), [1], "groups[0].flags must map each metric"),
+    (("groups", 0, "metrics"), [1, 2], "groups[0].metrics must map each metric"),
+    (("overall", "accuracy"), 0.5, "overall must map each metric"),
+])  # fmt: skip
+def test_damaged_entries_are_one_line_exit_2_everywhere(tmp_path, record, capsys, path, value, fragment):
+    """results.json is the single source of report, gate, export and compare: a damaged entry stops each cleanly."""
+    rec = json.loads(json.dumps(record))
+    target = rec
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    f = tmp_path / "results.json"
+    f.write_text(json.dumps(rec))
+    policy = tmp_path / "p.yaml"
+    policy.write_text("rules:\n  - metric: accuracy\n    max_gap: 1.0\n")
+    for args in (["report", str(f), "--format", "html", "--out", str(tmp_path / "r")],
+                 ["gate", str(f), "--policy", str(policy)], ["export", str(f), "--out", str(tmp_path / "e")],
+                 ["compare", str(f), str(f), "--out", str(tmp_path / "c"), "--format", ""]):  # fmt: skip
+        assert run_cli(args) == 2, args
+        err = capsys.readouterr().err
+        assert fragment in err and err.count("\n") == 1 and "internal error" not in err, (args, err)
+
+
+def test_deeply_nested_json_is_refused(tmp_path, capsys):
+    f = tmp_path / "results.json"
+    f.write_text("[" * 100_000 + "]" * 100_000)
+    assert run_cli(["report", str(f), "--format", "html", "--out", str(tmp_path / "r")]) == 2
+    assert "nests too deeply" in capsys.readouterr().err
