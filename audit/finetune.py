@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .adapters import SPLIT_FILE
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, ModelError
 from .io import atomic_write_json
 
 if TYPE_CHECKING:
@@ -245,6 +245,11 @@ def train_lora(model: Any, tokenizer: Any, examples: Sequence[tuple[Sequence[int
                 opt.step()
                 step += 1
                 losses.append(float(loss.detach()))
+                if not math.isfinite(losses[-1]):  # the adapter is now NaN: never publish it
+                    raise ModelError(
+                        f"training diverged at step {step} (loss {losses[-1]}); no adapter written: lower --lr "
+                        "or use --dtype float32 (or bfloat16 on GPU)"
+                    )
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 if on_step is not None:

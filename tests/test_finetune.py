@@ -182,3 +182,15 @@ def test_config_validation():
     for bad in ({"lr": 0}, {"rank": 0}, {"max_steps": 0}, {"layers": -1}, {"target_modules": ()}):
         with pytest.raises(ConfigError):
             FinetuneConfig(out="x", **bad)
+
+
+def test_a_diverged_run_publishes_no_adapter(tmp_path, tiny_llama_dir):
+    """A NaN loss (lr 0.9 in float16 overflows) stops training with exit 2; no NaN adapter is written."""
+    from cvaudit.audit.cli import main
+
+    out = tmp_path / "adapter"
+    with pytest.raises(SystemExit) as exc:
+        main(["finetune", "--model", str(tiny_llama_dir), "--questions", "Q1,Q46", "--max-steps", "8",
+              "--batch-size", "2", "--lr", "0.9", "--dtype", "float16", "--quiet", "--out", str(out)])  # fmt: skip
+    assert exc.value.code == 2
+    assert not (out / "adapter_model.safetensors").exists()
