@@ -371,13 +371,13 @@ def format_row(row: dict[str, Any]) -> str:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--workload", "workloads", multiple=True, type=click.Choice(["independent", "audit"]),
               help="Workloads to time (repeatable; default both).")  # fmt: skip
-@click.option("--prompts", "n_prompts", default=None, type=int, help="Independent prompts (default 2048 GPU, 256 CPU).")
+@click.option("--prompts", "n_prompts", default=None, type=click.IntRange(min=1), help="Independent prompts (default 2048 GPU, 256 CPU).")
 @click.option("--questions", default="core", show_default=True, help="Question set of the audit workload.")
 @click.option("--max-groups", default=None, type=int, help="Use only the first N subgroups in the audit workload.")
-@click.option("--naive-prompts", default=None, type=int, help="Prompts timed one by one, then extrapolated (default 256 GPU, 64 CPU).")
-@click.option("--anchor-batch", default=None, type=int, help="Anchor batch size (default 128 GPU, 16 CPU).")
+@click.option("--naive-prompts", default=None, type=click.IntRange(min=1), help="Prompts timed one by one, then extrapolated (default 256 GPU, 64 CPU).")
+@click.option("--anchor-batch", default=None, type=click.IntRange(min=1), help="Anchor batch size (default 128 GPU, 16 CPU).")
 @click.option("--batch-size", default="auto", show_default=True, help="Engine batch size (prompts) or auto.")
-@click.option("--threads", default=None, type=int, help="torch CPU threads.")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="torch CPU threads.")
 @click.option("--repeat", default=1, show_default=True, type=click.IntRange(1, 50),
               help="Time every way this many times (round robin) and report the median.")  # fmt: skip
 @click.option("--tokenizer", "tokenizer_dir", default=None, type=click.Path(file_okay=False, exists=True),

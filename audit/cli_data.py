@@ -125,7 +125,7 @@ def data(country: str, wvs_file: str | None, as_json: bool, attributes: str | No
 @click.command("synth")
 @click.option("--country", default="SG", show_default=True, help="Country: alpha-2, alpha-3 or numeric.")
 @click.option("--n", "n", type=int, default=2012, show_default=True, help="Number of respondents.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same bytes).")
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True, help="Random seed (same seed, same bytes).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output CSV file.")
 def synth(country: str, n: int, seed: int, out: str) -> None:
     """Write a synthetic WVS-format respondent file (for demos and tests)."""

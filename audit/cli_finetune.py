@@ -29,7 +29,7 @@ HELDOUT_HINT = "age:religion,age:ethnicity,ethnicity:religion"
               help="Adapt only the last N decoder layers (default all); the backward pass stops there, so CPU runs are faster.")
 @click.option("--min-size", type=int, default=30, show_default=True, help="Minimum respondents per group and cell.")
 @click.option("--one-order", is_flag=True, help="Train on the canonical option order only (default: both orders).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True)
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "float16", "bfloat16"]))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle (.bin/.pt) base weights; only for trusted sources.")

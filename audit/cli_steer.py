@@ -31,9 +31,9 @@ def steer() -> None:
 @click.option("--calibration-fraction", default=0.3, show_default=True, help="Share of the eligible bank used as the calibration split.")
 @click.option("--holdout", default="core", show_default=True, metavar="SET|ID,...|none",
               help="Questions never used for calibration (the ones you will audit).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the calibration split.")
-@click.option("--max-calibration", default=None, type=int, help="Fit on at most N calibration questions (cost cap; the whole split stays excluded).")
-@click.option("--batch-size", default=8, show_default=True, help="Prompts per forward pass while reading activations.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True, help="Seed of the calibration split.")
+@click.option("--max-calibration", default=None, type=click.IntRange(min=1), help="Fit on at most N calibration questions (cost cap; the whole split stays excluded).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts per forward pass while reading activations.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="VECTORS.safetensors (a .json description is written beside it).")
 def fit(**kw: object) -> None:
     """Fit steering vectors on a seeded calibration split of the question bank."""

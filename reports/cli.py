@@ -45,7 +45,7 @@ def report(results: Path, out: Path | None, formats: str, policy: Path | None, s
 @click.option("--format", "formats", default="html,pdf", show_default=True, metavar="html,pdf",
               help="Report formats besides compare.json (empty string for JSON only).")
 @click.option("--n-boot", type=click.IntRange(min=0), default=None, help="Replicates. Default: BASE's.")
-@click.option("--seed", type=int, default=None, help="Bootstrap seed. Default: BASE's.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=None, help="Bootstrap seed. Default: BASE's.")
 @click.option("--min-change", type=click.FloatRange(min=0), default=1e-3, show_default=True,
               help="Smallest disparity change called widened/narrowed (the whole interval must lie beyond it).")
 def compare(base: Path, other: Path, out: Path, formats: str, n_boot: int | None, seed: int | None,

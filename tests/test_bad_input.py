@@ -395,3 +395,23 @@ def test_subprocess_bad_file_one_line_and_debug_shows_traceback(inputs, tmp_path
         assert debug.stderr.strip().splitlines()[-1].startswith("cvaudit: error:") and "truncated" in debug.stderr
     gate = _python_m("gate", str(tmp_path / "missing.json"), "--policy", str(tmp_path / "p.yaml"), "--debug", cwd=tmp_path)
     assert gate.returncode == 2 and "Traceback" in gate.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["synth", "--seed", "-1", "--n", "10"],
+    ["compare", "a.json", "b.json", "--seed", "-1"],
+    ["bench", "--prompts", "-1"],
+    ["bench", "--threads", "-2"],
+    ["steer", "fit", "--batch-size", "0"],
+    ["steer", "fit", "--max-calibration", "0"],
+    ["finetune", "--seed", "-1"],
+])  # fmt: skip
+def test_out_of_range_numbers_are_usage_errors(args, tmp_path, capsys):
+    """Refused by the option parser (one line, exit 2) before any file is read or model loaded."""
+    from cvaudit.audit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("cvaudit: error:") and err.count("\n") == 1, err
+    assert "is not in the range" in err or "x>=" in err or ">=" in err

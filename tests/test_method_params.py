@@ -47,3 +47,26 @@ def test_every_method_uses_the_shared_parser():
         steering(force="perhaps")
     with pytest.raises(ConfigError, match="method param calibration_fraction must be a number"):
         steering(calibration_fraction="a third")
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", float("nan"), float("inf")])
+def test_non_finite_numbers_are_refused(bad):
+    with pytest.raises(ConfigError, match="finite number"):
+        as_number(bad, "x")
+    with pytest.raises(ConfigError, match="finite number"):
+        as_floats(bad if isinstance(bad, float) else f"1,{bad}", "alpha")
+
+
+def test_sizes_that_cannot_run_are_refused_up_front():
+    """Checked when the method is made, not after scoring (a negative bootstrap, 1e12 DISCA samples)."""
+    from cvaudit.audit.methods.base import get_method_class
+
+    steering, disca = get_method_class("steering"), get_method_class("disca")
+    for params in ({"n_boot": -5}, {"n_boot": 0}, {"batch_size": 0}, {"max_calibration": 0}, {"alpha": "nan"}):
+        with pytest.raises(ConfigError):
+            steering(**params)
+    assert steering(n_boot=200, batch_size=2).n_boot == 200
+    with pytest.raises(ConfigError, match="samples must be <= 100000"):
+        disca(samples="1e12")
+    with pytest.raises(ConfigError, match="finite"):
+        disca(kappa="inf")

@@ -45,6 +45,7 @@ SPLITS = ("age", "sex", "ethnicity", "religion", "education", "income", "marital
 # the public code's running country prior (EXP-09): EMA rate, warm-up items, annealing time constant
 PRIOR_EMA, PRIOR_WARMUP, PRIOR_TAU = 0.1, 50, 100.0
 TOP_ITEMS = 10
+MAX_SAMPLES, MAX_PANEL = 100_000, 64  # beyond these one item's draws no longer fit in memory
 
 
 def item_seed(seed: int, group_id: str, question_id: str) -> np.random.SeedSequence:
@@ -91,6 +92,9 @@ class DiscaMethod(Method):
             alpha, beta, kappa, lam, eta, temperature, output_temperature, sigma_floor, ess_min, agreement_scale))}  # fmt: skip
         if ints["panel_size"] < 1 or ints["samples"] < 2 or ints["panel_min_size"] < 1:
             raise ConfigError("method params panel_size and panel_min_size must be >= 1 and samples >= 2")
+        if ints["samples"] > MAX_SAMPLES or ints["panel_size"] > MAX_PANEL:
+            raise ConfigError(f"method params samples must be <= {MAX_SAMPLES} (the paper uses 64) and panel_size "
+                              f"<= {MAX_PANEL}; each item draws samples x panel_size numbers")  # fmt: skip
         positive = ("eta", "temperature", "output_temperature", "sigma_floor", "agreement_scale", "kappa", "alpha", "beta")
         bad = [n for n in positive if not floats[n] > 0]
         if bad:

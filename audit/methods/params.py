@@ -6,6 +6,7 @@ value gets the same one-line :class:`ConfigError` whichever method complains.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..errors import ConfigError
@@ -34,6 +35,8 @@ def as_number(value: Any, name: str, kind: type = float) -> Any:
         out = kind(float(value)) if kind is int and not isinstance(value, bool) else kind(value)
     except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"method param {name} must be a number, got {value!r}") from None
+    if not math.isfinite(float(out)):
+        raise ConfigError(f"method param {name} must be a finite number, got {value!r}")
     if kind is int and float(value) != out:
         raise ConfigError(f"method param {name} must be a whole number, got {value!r}")
     return out
@@ -49,7 +52,7 @@ def as_int(value: Any, name: str) -> int | None:
 def as_floats(value: Any, name: str) -> list[float]:
     """A number, a list of numbers, or a comma list such as "0,2,4,8"."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return [float(value)]
+        return [as_number(value, name)]
     if isinstance(value, (list, tuple)):
         return [as_number(v, name) for v in value]
     try:
@@ -58,4 +61,4 @@ def as_floats(value: Any, name: str) -> list[float]:
         raise ConfigError(f"method param {name} must be a number or a comma list such as 0,2,4,8; got {value!r}") from None
     if not out:
         raise ConfigError(f"method param {name} is empty; give e.g. {name}=4")
-    return out
+    return [as_number(x, name) for x in out]

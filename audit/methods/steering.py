@@ -105,8 +105,12 @@ class SteeringMethod(Method):
         self.on_overlap = on_overlap
         self.fluency = as_bool(fluency, "fluency")
         self.entanglement = as_bool(entanglement, "entanglement")
-        self.n_boot = as_int(n_boot, "n_boot") or 1000
-        self.batch_size = as_int(batch_size, "batch_size") or 8
+        self.n_boot = 1000 if as_int(n_boot, "n_boot") is None else as_int(n_boot, "n_boot")
+        self.batch_size = 8 if as_int(batch_size, "batch_size") is None else as_int(batch_size, "batch_size")
+        for name, value in (("n_boot", self.n_boot), ("batch_size", self.batch_size), ("max_calibration",
+                            1 if self.max_calibration is None else self.max_calibration)):  # fmt: skip
+            if value < 1:
+                raise ConfigError(f"method param {name} must be >= 1, got {value}")
         recorded: dict[str, Any] = {
             "vectors": str(self.vectors_path) if self.vectors_path else None,
             "alpha": self.alphas,
