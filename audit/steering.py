@@ -497,8 +497,10 @@ def load_vectors(path: str | Path, fingerprint: str | None = None, force: bool =
     blob = path.read_bytes()
     try:
         meta = json.loads(desc.read_text(encoding="utf-8"))
-    except ValueError as exc:
+    except ValueError as exc:  # UnicodeDecodeError too
         raise ConfigError(f"{desc} is not valid JSON ({exc}); re-run cvaudit steer fit") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{desc} is not a cvaudit steering description (a JSON object); re-run cvaudit steer fit")
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{desc} is not a cvaudit steering description (format {meta.get('format')!r})")
     if meta.get("vectors_sha256") != hashlib.sha256(blob).hexdigest():
@@ -510,9 +512,24 @@ def load_vectors(path: str | Path, fingerprint: str | None = None, force: bool =
             "re-fit on this model or pass --force (method param force=true)"
         )
     tensors = load(blob)
-    layers = tuple(int(x) for x in meta["layers"])
-    vectors = {name: {layer: tensors[_tensor_key(i, layer)] for layer in layers} for i, name in enumerate(meta["names"])}
-    return SteeringVectors(kind=meta["kind"], layers=layers, vectors=vectors, meta=meta)
+    try:
+        layers = tuple(int(x) for x in meta["layers"])
+        names = [str(n) for n in meta["names"]]
+        kind = meta["kind"]
+        vectors = {name: {layer: tensors[_tensor_key(i, layer)] for layer in layers} for i, name in enumerate(names)}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{desc.name} does not describe {path.name} (bad or missing {exc}); "
+                          "re-run cvaudit steer fit") from None  # fmt: skip
+    if kind not in KINDS:
+        raise ConfigError(f"{desc.name} names an unknown kind {kind!r}; re-run cvaudit steer fit")
+    if kind == "axes" and not set(names) <= set(AXES):
+        raise ConfigError(f"{desc.name} says kind axes but names {sorted(set(names) - set(AXES))[0]!r}, not a value "
+                          f"axis ({', '.join(AXES)}); re-run cvaudit steer fit")  # fmt: skip
+    extra = sorted(set(tensors) - {_tensor_key(i, layer) for i in range(len(names)) for layer in layers})
+    if extra:
+        raise ConfigError(f"{path.name} holds tensors its description {desc.name} does not name ({extra[0]}); "
+                          "re-run cvaudit steer fit")  # fmt: skip
+    return SteeringVectors(kind=kind, layers=layers, vectors=vectors, meta=meta)
 
 
 # ---------------------------------------------------------------------- one call

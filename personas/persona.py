@@ -47,7 +47,10 @@ def load_template(path: str | None = None) -> str:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"persona template {path!r} not found; pass an existing text file or omit template=")
-        raw = p.read_text(encoding="utf-8")
+        try:
+            raw = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"persona template {path!r} is not UTF-8 text; re-save it as UTF-8") from None
     lines = [ln for ln in raw.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     text = " ".join(ln.strip() for ln in lines)
     try:

@@ -175,3 +175,13 @@ def test_bad_template_is_a_config_error(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
         persona_text(group("sex", ("sex", "Male")), SG, str(path))
+
+
+def test_template_that_is_not_utf8_is_a_config_error(tmp_path):
+    from cvaudit.audit.errors import ConfigError
+    from cvaudit.personas.persona import load_template
+
+    bad = tmp_path / "t.txt"
+    bad.write_bytes(b"\xff\xfe {identity} {country}")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_template(str(bad))

@@ -194,6 +194,25 @@ def test_tampered_or_missing_files_are_config_errors(tmp_path):
         save_vectors(_sv(), tmp_path / "v.pt")
 
 
+@pytest.mark.parametrize(("edit", "fragment"), [
+    (lambda m: "{not json", "not valid JSON"),
+    (lambda m: [1, 2], "a JSON object"),
+    (lambda m: {**m, "layers": [99]}, "does not describe"),
+    (lambda m: {**m, "names": [*m["names"], "sex=Other"]}, "does not describe"),
+    (lambda m: {k: v for k, v in m.items() if k != "names"}, "does not describe"),
+    (lambda m: {**m, "kind": "axes"}, "not a value axis"),
+    (lambda m: {**m, "kind": "magic"}, "unknown kind"),
+    (lambda m: {**m, "names": m["names"][:1]}, "does not name"),
+])  # fmt: skip
+def test_an_edited_description_is_a_config_error(tmp_path, edit, fragment):
+    """The .json beside the vectors is read as carefully as the vectors: no KeyError from a hand edit."""
+    path, desc = save_vectors(_sv(), tmp_path / "v.safetensors")
+    new = edit(json.loads(desc.read_text()))
+    desc.write_text(new if isinstance(new, str) else json.dumps(new))
+    with pytest.raises(ConfigError, match=fragment):
+        load_vectors(path)
+
+
 @pytest.mark.slow
 def test_steer_fit_cli_on_the_embedded_model(tmp_path, smollm2_dir):
     """`cvaudit steer fit` end to end on SmolLM2 (2 calibration questions, 1 layer: ~10 forward passes)."""
