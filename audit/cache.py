@@ -47,6 +47,12 @@ class ScoreCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(str(self.path), timeout=60.0, check_same_thread=False)
+            tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            columns = [r[1] for r in self._conn.execute("PRAGMA table_info(scores)")]
+            if (tables and tables != {"scores"}) or (columns and columns != ["key", "lp"]):
+                self._conn.close()
+                raise ConfigError(f"{self.path} is another program's SQLite database, not a cvaudit score cache; "
+                                  "pass another --cache path")  # fmt: skip
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(SCHEMA)

@@ -122,3 +122,19 @@ def render_first_option(loaded, spec):
     from cvaudit.audit.prompts import render_prompt
 
     return render_prompt(loaded.tokenizer, spec).option_token_ids[0]
+
+
+def test_another_programs_database_is_refused_untouched(tmp_path):
+    import sqlite3
+
+    from cvaudit.audit.errors import ConfigError
+
+    for name, ddl in (("a.sqlite", "CREATE TABLE scores (id INTEGER, value TEXT)"),
+                      ("b.sqlite", "CREATE TABLE users (name TEXT)")):  # fmt: skip
+        path = tmp_path / name
+        with sqlite3.connect(path) as conn:
+            conn.execute(ddl)
+        with pytest.raises(ConfigError, match="another program's SQLite database"):
+            ScoreCache(path)
+        with sqlite3.connect(path) as conn:
+            assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")] == [ddl.split()[2]]
