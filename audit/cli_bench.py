@@ -276,12 +276,18 @@ def run_benchmark(
 
     from .embedded import embedded_model_dir
     from .engine import reuse_pays
+    from .errors import ModelError
     from .models import LoadedModel, resolve_device
 
     device = resolve_device(device)
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or embedded_model_dir())
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or embedded_model_dir())
+    except Exception as exc:  # OSError, ValueError: no or unreadable tokenizer files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load a tokenizer from {tokenizer_dir}: {first} (give a folder with tokenizer.json "
+                         "and tokenizer_config.json)") from None  # fmt: skip
     tokenizer.padding_side = "left"
     vocab = SHAPES.get(shape, {}).get("vocab_size", len(tokenizer))
     t = time.perf_counter()

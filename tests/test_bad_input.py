@@ -415,3 +415,12 @@ def test_out_of_range_numbers_are_usage_errors(args, tmp_path, capsys):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.startswith("cvaudit: error:") and err.count("\n") == 1, err
     assert "is not in the range" in err or "x>=" in err or ">=" in err
+
+
+def test_bench_with_an_empty_tokenizer_folder(tmp_path, capsys):
+    from cvaudit.audit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--tokenizer", str(tmp_path), "--prompts", "4", "--naive-prompts", "2", "--workload", "independent"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "cannot load a tokenizer from" in err
