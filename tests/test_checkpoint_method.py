@@ -71,12 +71,15 @@ def test_model_overrides_and_params(tmp_path, adapter, tiny_llama_dir):
     p = m.params()
     assert p["fingerprint"] == checkpoint_fingerprint(adapter) and p["kind"] == "adapter"
     assert m.model_modifier() == f"adapter:{p['fingerprint'][:16]}"
-    # a base that is not available offline: --model decides (no "id" override)
+    # a recorded base that is not available offline is never silently replaced by the default model:
+    # without --model or --checkpoint-base it is an error; with one of them that one is the base
     moved = shutil.copytree(adapter, tmp_path / "moved")
     cfg = json.loads((moved / "adapter_config.json").read_text())
     cfg["base_model_name_or_path"] = "some-org/not-downloaded-model"
     (moved / "adapter_config.json").write_text(json.dumps(cfg))
-    assert "id" not in method(checkpoint=str(moved)).model_overrides()
+    with pytest.raises(ConfigError, match="trained on some-org/not-downloaded-model, which is not available here"):
+        method(checkpoint=str(moved)).model_overrides()
+    assert method(checkpoint=str(moved)).model_overrides(str(tiny_llama_dir))["id"] == str(tiny_llama_dir)
     assert method(checkpoint=str(moved), base="smollm2-135m").model_overrides()["id"] == "smollm2-135m"
     # a full model directory replaces --model
     full = method(checkpoint=str(tiny_llama_dir), compare_base="false")

@@ -93,7 +93,11 @@ class CheckpointMethod(Method):
         from ..adapters import base_available
 
         recorded = self.adapter_config.get("base_model_name_or_path")
-        return recorded if base_available(recorded) else None
+        if recorded and not base_available(recorded):
+            # never the default model in its place: the adapter's numbers would be about another base
+            raise ConfigError(f"adapter {self.path.name} was trained on {recorded}, which is not available here "
+                              "(not a local folder, not in the Hugging Face cache); pass --checkpoint-base or --model")  # fmt: skip
+        return recorded or None
 
     def params(self) -> dict[str, Any]:
         out: dict[str, Any] = {
