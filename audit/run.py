@@ -135,7 +135,15 @@ def survey_side(config: RunConfig, country: Country, questions: list[Question]) 
     survey = load_data(config.wvs_file, country)
     groupset = make_groups(config, survey)
     check_reference(config, groupset.groups)
-    return survey, groupset, ground_truth(survey, groupset.groups, questions, min_size=config.min_size)
+    truth = ground_truth(survey, groupset.groups, questions, min_size=config.min_size)
+    if len(truth) == 0 or bool(truth["suppressed"].all()):  # before the model loads, not after scoring
+        absent = [q.id for q in questions if q.id not in survey.frame.columns]
+        if absent and len(absent) == len(questions):
+            raise DataError(f"the survey file has no column for {', '.join(absent[:5])}: nothing to audit; choose "
+                            "questions the file has (cvaudit data --wvs-file FILE lists them)")  # fmt: skip
+        raise DataError("every (group, question) cell is suppressed (too few valid answers); lower --min-size or "
+                        "choose other questions")  # fmt: skip
+    return survey, groupset, truth
 
 
 def check_reference(config: RunConfig, groups: Any) -> None:

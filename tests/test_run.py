@@ -310,3 +310,22 @@ def test_failed_rerun_leaves_no_stale_tables_or_report(tmp_path, tiny_llama_dir)
         run_audit(config(tmp_path, tiny_llama_dir, limit=1, wvs_file=str(tmp_path / "missing.csv")))
     assert [p.name for p in out.iterdir()] == ["results.json"]
     assert json.loads((out / "results.json").read_text())["complete"] is False
+
+
+def test_questions_the_file_lacks_fail_before_the_model_loads(tmp_path):
+    """A survey file without the asked question's column: refused with the reason, before any model is loaded."""
+    from cvaudit.audit.errors import DataError
+    from cvaudit.audit.run import run_audit
+    from cvaudit.audit.synthetic import generate_frame, to_csv_bytes
+
+    frame = generate_frame("SG", n=300).drop(columns=["Q1", "Q2"])
+    frame["Q3"] = -1  # present, but nobody answered
+    wvs = tmp_path / "wvs.csv"
+    wvs.write_bytes(to_csv_bytes(frame))
+    missing_model = tmp_path / "no-such-model"  # loading it would fail with a ModelError
+    cfg = RunConfig(model=str(missing_model), wvs_file=str(wvs), questions="Q1,Q2", attributes=("sex",),
+                    out=str(tmp_path / "out"), no_cache=True, formats=(), progress=False)  # fmt: skip
+    with pytest.raises(DataError, match="no column for Q1, Q2: nothing to audit"):
+        run_audit(cfg)
+    with pytest.raises(DataError, match="every .group, question. cell is suppressed"):
+        run_audit(RunConfig(**{**cfg.__dict__, "questions": "Q3"}))
