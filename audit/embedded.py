@@ -37,13 +37,27 @@ def gguf_path() -> Path:
     return path
 
 
-def _current(weights: Path) -> bool:
-    """Whether a cached conversion is whole and this version's: its safetensors header says ``"format": "pt"``.
+def _current(target: Path) -> bool:
+    """Whether a cached conversion is whole and this version's: readable config and tokenizer JSON, and
+    weights whose safetensors header says ``"format": "pt"``.
 
-    Conversions before 2026-12 lacked it (and stored the tied embedding as
-    lm_head), which transformers 4.x cannot load; they, and truncated files,
-    are converted again once.
+    Conversions before 2026-12 lacked that (and stored the tied embedding as
+    lm_head), which transformers 4.x cannot load; they, truncated weights and
+    damaged JSON files are converted again once: the folder is a cache, not the user's.
     """
+    import json
+
+    try:
+        for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+            if not isinstance(json.loads((target / name).read_text(encoding="utf-8")), dict):
+                return False
+    except (OSError, ValueError):  # ValueError: JSON and Unicode errors
+        return False
+    return _weights_current(target / "model.safetensors")
+
+
+def _weights_current(weights: Path) -> bool:
+    """The weights file is whole and written by this version (``"format": "pt"``, the untied embedding)."""
     from .adapters import check_safetensors
 
     try:
@@ -74,7 +88,7 @@ def _untied_state(model: object) -> dict:
 def embedded_model_dir() -> Path:
     """Return the cached, converted model directory, converting the GGUF file on first use."""
     target = cache_root() / "models" / "smollm2-135m-instruct"
-    if (target / "config.json").is_file() and _current(target / "model.safetensors"):
+    if _current(target):
         return target
     src = gguf_path()
     try:
@@ -101,7 +115,7 @@ def embedded_model_dir() -> Path:
         model.config.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         save_file(_untied_state(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        if target.exists() and _current(target / "model.safetensors"):  # another process finished first
+        if target.exists() and _current(target):  # another process finished first
             shutil.rmtree(tmp)
         else:
             if target.exists():  # an older conversion: set it aside, then swap
