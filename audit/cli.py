@@ -62,11 +62,18 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cvaudit")
-@click.option("--debug", is_flag=True, envvar="CVAUDIT_DEBUG", help="Show tracebacks instead of one-line errors.")
+@click.option("--debug", is_flag=True, envvar="CVAUDIT_DEBUG", help="Also print the traceback of an error (exit codes stay the same).")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """cvaudit: audit how well a language model reflects the values of a country's subgroups (WVS Wave 7)."""
     ctx.obj = {"debug": debug}
+
+
+try:  # click >= 8.2 raises this for a group called without a command
+    from click.exceptions import NoArgsIsHelpError as NoArgsIsHelp
+except ImportError:  # older click prints the help and exits 0 by itself
+    class NoArgsIsHelp(Exception):  # type: ignore[no-redef]
+        pass
 
 
 def _quiet_stdout() -> None:
@@ -114,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except NoArgsIsHelp as exc:  # `cvaudit` or `cvaudit steer` alone: the help itself, formatted as help
+        click.echo(exc.ctx.get_help() if getattr(exc, "ctx", None) is not None else exc.format_message())
+        sys.exit(0)
     except click.ClickException as exc:  # usage errors too: one line, no "Usage:/Try" block
         if debug:
             traceback.print_exc()

@@ -130,8 +130,11 @@ def data(country: str, wvs_file: str | None, as_json: bool, attributes: str | No
 def synth(country: str, n: int, seed: int, out: str) -> None:
     """Write a synthetic WVS-format respondent file (for demos and tests)."""
     from .countries import resolve_country
+    from .errors import ConfigError
     from .synthetic import write_synthetic
 
+    if not out.lower().endswith(".csv"):
+        raise ConfigError(f"--out {out!r}: synth writes the official CSV format; give a file name ending in .csv")
     ctry = resolve_country(country)
     path = write_synthetic(out, ctry.alpha2, n, seed)
     click.echo(f"wrote {path}: {n} SYNTHETIC respondents for {ctry.name} in the official WVS7 CSV format (seed {seed})")

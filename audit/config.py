@@ -8,6 +8,7 @@ model or data loads, and fails with one-line :class:`ConfigError` messages.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -136,7 +137,7 @@ class RunConfig:
                 set_(name, str(value))
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
-        if self.device not in DEVICES and not str(self.device).startswith(("cuda:", "mps:")):
+        if self.device not in DEVICES and not re.fullmatch(r"(cuda|mps):\d+", str(self.device)):
             raise ConfigError(f"unknown device {self.device!r}; choose auto, cpu, cuda, cuda:N or mps")
         set_("method_params", self._method_params(self.method_params))
         set_("attributes", self._attributes(self.attributes))
@@ -156,6 +157,8 @@ class RunConfig:
         set_("trust_remote_code", bool(self.trust_remote_code))
         set_("allow_pickle", bool(self.allow_pickle))
         set_("no_cache", bool(self.no_cache))
+        if self.no_cache and self.cache is not None:
+            raise ConfigError("--no-cache and --cache contradict each other; give one of them")
         set_("respondents", bool(self.respondents))
         set_("progress", bool(self.progress))
 

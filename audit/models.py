@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,14 @@ def resolve_device(device: str = "auto") -> str:
     """``auto`` -> this process's GPU (``cuda:LOCAL_RANK`` under accelerate/torchrun) or ``cpu``."""
     import torch
 
-    if device not in DEVICES and not str(device).startswith("cuda:"):
-        raise ModelError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    if device not in DEVICES and not re.fullmatch(r"(cuda|mps):\d+", str(device)) and device != "mps":
+        raise ModelError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}, cuda:N or mps")
     if device == "cpu":
         return "cpu"
+    if str(device).startswith("mps"):
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ModelError(f"device {device!r} requested but Apple MPS is not available; use --device cpu")
+        return str(device)
     if not torch.cuda.is_available():
         if device == "auto":
             return "cpu"

@@ -83,3 +83,8 @@ def test_data_attributes_mean_what_run_means(capsys):
     assert [g["group"] for g in whole] == ["All respondents"]
     code, _, err = run(["data", "--attributes", "colour"], capsys)
     assert code == 2 and "unknown attribute 'colour'" in err
+
+
+def test_synth_refuses_a_non_csv_name(tmp_path, capsys):
+    code, _, err = run(["synth", "--n", "10", "--out", str(tmp_path / "s.parquet")], capsys)
+    assert code == 2 and "ending in .csv" in err and not (tmp_path / "s.parquet").exists()

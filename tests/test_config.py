@@ -81,3 +81,27 @@ def test_bad_values_raise_one_line_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message) as info:
         RunConfig(**kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_devices_and_cache_options():
+    for ok in ("auto", "cpu", "cuda", "cuda:1", "mps", "mps:0"):
+        assert RunConfig(device=ok).device == ok
+    for bad in ("cuda:abc", "gpu", "cuda:", "tpu:0"):
+        with pytest.raises(ConfigError, match="unknown device"):
+            RunConfig(device=bad)
+    with pytest.raises(ConfigError, match="--no-cache and --cache contradict"):
+        RunConfig(no_cache=True, cache="scores.sqlite")
+
+
+def test_mps_is_resolved_or_refused_clearly():
+    import torch
+    from cvaudit.audit.errors import ModelError
+    from cvaudit.audit.models import resolve_device
+
+    if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
+        assert resolve_device("mps") == "mps"
+    else:
+        with pytest.raises(ModelError, match="Apple MPS is not available"):
+            resolve_device("mps")
+    with pytest.raises(ModelError, match="unknown device 'cuda:abc'"):
+        resolve_device("cuda:abc")
