@@ -106,6 +106,12 @@ def main(argv: list[str] | None = None) -> None:
     debug = flagged or os.environ.get("CVAUDIT_DEBUG") not in (None, "", "0")
     if flagged:
         args = ["--debug", *args]
+    if not debug:  # library deprecation notices are for developers; stderr stays one line per problem
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"peft(\.|$)")
     try:
         cli.main(args=args, prog_name="cvaudit", standalone_mode=False)
     except CVAuditError as exc:
