@@ -122,6 +122,10 @@ def make_groups(config: RunConfig, survey: Any) -> Any:
         min_size=config.min_size,
     )
     if not groupset.groups:
+        gone = unavailable(groupset)
+        if gone:  # the columns are missing: --min-size is not the cause
+            why = "; ".join(f"{a}: {r}" for a, r in sorted(gone.items()))
+            raise DataError(f"no subgroup can be built ({why}); use the full WVS respondent file or other --attributes")
         raise DataError(
             f"no subgroup has at least {config.min_size} respondents; lower --min-size or choose other --attributes"
         )

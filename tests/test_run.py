@@ -329,3 +329,16 @@ def test_questions_the_file_lacks_fail_before_the_model_loads(tmp_path):
         run_audit(cfg)
     with pytest.raises(DataError, match="every .group, question. cell is suppressed"):
         run_audit(RunConfig(**{**cfg.__dict__, "questions": "Q3"}))
+
+
+def test_missing_attribute_column_is_named_not_blamed_on_min_size(tmp_path):
+    from cvaudit.audit.errors import DataError
+    from cvaudit.audit.run import run_audit
+    from cvaudit.audit.synthetic import generate_frame, to_csv_bytes
+
+    wvs = tmp_path / "wvs.csv"
+    wvs.write_bytes(to_csv_bytes(generate_frame("SG", n=200).drop(columns=["Q260"])))
+    cfg = RunConfig(wvs_file=str(wvs), questions="Q1", attributes=("sex",), out=str(tmp_path / "out"),
+                    no_cache=True, formats=(), progress=False)  # fmt: skip
+    with pytest.raises(DataError, match=r"no subgroup can be built \(sex: column Q260"):
+        run_audit(cfg)
