@@ -113,6 +113,8 @@ def _run_callback(**kw: Any) -> None:
         method_params.append((flag, value))
     formats = () if kw.pop("no_report") else split_csv(kw.pop("format"))
     kw.pop("format", None)
+    if kw["no_cache"] and kw["cache"] is not None:
+        raise click.UsageError("--no-cache and --cache contradict each other; give one of them")
     config = RunConfig(
         model=kw["model"], revision=kw["revision"], dtype=kw["dtype"], device=kw["device"],
         device_map=kw["device_map"], trust_remote_code=kw["trust_remote_code"], allow_pickle=kw["allow_pickle"], method=method,

@@ -157,8 +157,6 @@ class RunConfig:
         set_("trust_remote_code", bool(self.trust_remote_code))
         set_("allow_pickle", bool(self.allow_pickle))
         set_("no_cache", bool(self.no_cache))
-        if self.no_cache and self.cache is not None:
-            raise ConfigError("--no-cache and --cache contradict each other; give one of them")
         set_("respondents", bool(self.respondents))
         set_("progress", bool(self.progress))
 

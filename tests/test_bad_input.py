@@ -424,3 +424,12 @@ def test_bench_with_an_empty_tokenizer_folder(tmp_path, capsys):
         main(["bench", "--tokenizer", str(tmp_path), "--prompts", "4", "--naive-prompts", "2", "--workload", "independent"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.count("\n") == 1 and "cannot load a tokenizer from" in err
+
+
+def test_no_cache_with_cache_is_a_usage_error(tmp_path, capsys):
+    from cvaudit.audit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--no-cache", "--cache", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2 and "--no-cache and --cache contradict" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -89,8 +89,6 @@ def test_devices_and_cache_options():
     for bad in ("cuda:abc", "gpu", "cuda:", "tpu:0"):
         with pytest.raises(ConfigError, match="unknown device"):
             RunConfig(device=bad)
-    with pytest.raises(ConfigError, match="--no-cache and --cache contradict"):
-        RunConfig(no_cache=True, cache="scores.sqlite")
 
 
 def test_mps_is_resolved_or_refused_clearly():
