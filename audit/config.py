@@ -39,6 +39,8 @@ def parse_attributes(value: Any) -> tuple[str, ...] | None:
         return ATTRIBUTES
     if attrs == ("none",):
         return attrs
+    if {"all", "none"} & set(attrs):
+        raise ConfigError("'all' and 'none' stand alone in --attributes; give them by themselves or list attributes")
     unknown = [a for a in attrs if a not in ATTRIBUTES]
     if unknown:
         raise ConfigError(f"unknown attribute {unknown[0]!r}; valid: {', '.join(ATTRIBUTES)}, all, none")

@@ -65,16 +65,16 @@ def select_questions(spec: str | None = "core") -> list[Question]:
     spec = "core" if spec is None or not str(spec).strip() else str(spec).strip()
     if spec.lower() in sets:
         return [bank[q] for q in sets[spec.lower()]]
-    ids = [s.strip() for s in spec.split(",") if s.strip()]
+    parts = [s.strip() for s in spec.split(",") if s.strip()]
     upper = {k.upper(): k for k in bank}
-    unknown = [s for s in ids if s.upper() not in upper]
+    unknown = [s for s in parts if s.upper() not in upper and s.lower() not in sets]
     if unknown:
         raise ConfigError(
             f"unknown question set or id {', '.join(unknown)!s}: use a set ({', '.join(sets)}) "
-            f"or comma-separated ids such as Q1,Q57,Q164"
+            f"or comma-separated ids such as Q1,Q57,Q164 (sets and ids combine: core,Q2)"
         )
-    seen: list[str] = []
-    for s in ids:
-        if upper[s.upper()] not in seen:
-            seen.append(upper[s.upper()])
+    seen: dict[str, None] = {}  # a set expands in bank order; the union keeps first appearance
+    for s in parts:
+        for q in sets[s.lower()] if s.lower() in sets else [upper[s.upper()]]:
+            seen.setdefault(q, None)
     return [bank[q] for q in seen]

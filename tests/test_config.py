@@ -103,3 +103,9 @@ def test_mps_is_resolved_or_refused_clearly():
             resolve_device("mps")
     with pytest.raises(ModelError, match="unknown device 'cuda:abc'"):
         resolve_device("cuda:abc")
+
+
+def test_all_and_none_stand_alone():
+    for bad in ("all,none", "sex,all", "none,age"):
+        with pytest.raises(ConfigError, match="stand alone"):
+            RunConfig(attributes=bad)

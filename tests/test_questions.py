@@ -102,3 +102,13 @@ def test_select_by_ids_and_errors():
         select_questions("nonsense")
     with pytest.raises(ConfigError, match="Q999"):
         select_questions("Q1,Q999")
+
+
+def test_sets_and_ids_combine():
+    core = [q.id for q in select_questions("core")]
+    both = [q.id for q in select_questions("core, Q2,q1")]
+    assert both[: len(core)] == core and both[len(core):] == ["Q2"]  # Q1 is in core already: once
+    eth = [q.id for q in select_questions("ethical-values")]
+    assert [q.id for q in select_questions("Q1,ethical-values")] == ["Q1", *eth]
+    with pytest.raises(ConfigError, match="sets and ids combine: core,Q2"):
+        select_questions("core,Q999")
