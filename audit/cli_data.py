@@ -5,7 +5,6 @@ Heavy imports stay inside the commands so ``cvaudit --help`` remains instant.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -117,7 +116,9 @@ def data(country: str, wvs_file: str | None, as_json: bool, attributes: str | No
         if "SYNTHETIC" not in note:
             click.echo(f"cvaudit: warning: {note}", err=True)
     if as_json:
-        click.echo(json.dumps(summary, ensure_ascii=False, sort_keys=True))
+        from .io import dumps_json
+
+        click.echo(dumps_json(summary).strip())  # NaN/inf (degenerate weights) as null: always valid JSON
     else:
         _print_text(summary)
 

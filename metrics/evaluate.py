@@ -29,6 +29,9 @@ NOMINAL_NOTE = ("nmae and representativeness need an ordinal scale: nominal ques
                 "have null for them and are left out of those averages")  # fmt: skip
 
 
+MIN_RELIABLE_BOOT = 200  # below this a 95% percentile interval rests on a handful of tail replicates
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
     """How figures are computed; recorded in results.json "bootstrap" and "flags"."""
@@ -163,6 +166,9 @@ def evaluate(
         reps = {n: agg.sum_counts(m, weights) for n, m in matrices.items()}
     if n_q == 1:
         notes.append("only one question: the question bootstrap cannot vary, so intervals have zero width")
+    if 0 < n_boot < MIN_RELIABLE_BOOT:
+        notes.append(f"only {n_boot} bootstrap replicates: the {config.level:.0%} intervals are rough and may not even "
+                     f"contain the point value; use --n-boot 1000 for figures you report")  # fmt: skip
 
     gmeans = {n: point[n].group_means()[0] for n in specs}
     rmeans = {n: reps[n].group_means() for n in specs}  # (B, G)

@@ -160,3 +160,10 @@ def test_frames_read_a_results_file(tmp_path):
     assert list(seed003_table(path)["attribute"]) == ["sex", "age"]
     with pytest.raises(DataError, match="no results file"):
         group_frame(tmp_path / "missing.json")
+
+
+def test_few_replicates_are_noted():
+    items, groups = make_items()
+    few = evaluate(items, groups, MetricsConfig(n_boot=20))
+    assert any("only 20 bootstrap replicates" in n for n in few["metric_notes"])
+    assert not any("bootstrap replicates" in n for n in evaluate(items, groups, MetricsConfig(n_boot=200))["metric_notes"])
