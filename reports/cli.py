@@ -15,6 +15,15 @@ import click
 FILE = click.Path(dir_okay=False, path_type=Path)  # existence checked by the loaders (one-line errors, exit 2)
 
 
+def _finite(value: float, name: str) -> float:
+    """click's FloatRange lets NaN through (every comparison with NaN is false)."""
+    import math
+
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number", param_hint=name)
+    return value
+
+
 @click.command()
 @click.argument("results", type=FILE)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -46,7 +55,8 @@ def report(results: Path, out: Path | None, formats: str, policy: Path | None, s
               help="Report formats besides compare.json (empty string for JSON only).")
 @click.option("--n-boot", type=click.IntRange(min=0), default=None, help="Replicates. Default: BASE's.")
 @click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=None, help="Bootstrap seed. Default: BASE's.")
-@click.option("--min-change", type=click.FloatRange(min=0), default=1e-3, show_default=True,
+@click.option("--min-change", type=click.FloatRange(min=0, max=1e6), default=1e-3, show_default=True,
+              callback=lambda _c, _p, v: _finite(v, "--min-change"),
               help="Smallest disparity change called widened/narrowed (the whole interval must lie beyond it).")
 def compare(base: Path, other: Path, out: Path, formats: str, n_boot: int | None, seed: int | None,
             min_change: float) -> None:  # fmt: skip

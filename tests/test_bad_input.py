@@ -433,3 +433,11 @@ def test_no_cache_with_cache_is_a_usage_error(tmp_path, capsys):
         main(["run", "--no-cache", "--cache", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "o")])
     assert exc.value.code == 2 and "--no-cache and --cache contradict" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_compare_min_change_nan_is_refused(tmp_path, capsys):
+    from cvaudit.audit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "a.json", "b.json", "--min-change", "nan"])
+    assert exc.value.code == 2 and "not a finite number" in capsys.readouterr().err
