@@ -25,7 +25,8 @@ def steer() -> None:
 @click.option("--kind", type=click.Choice(["subgroup", "axes"]), default="subgroup", show_default=True,
               help="subgroup: persona minus neutral per group; axes: Inglehart-Welzel pole personas.")
 @click.option("--layers", default=None, metavar="L,...", help="Decoder layers to fit (default: the middle layer).")
-@click.option("--attributes", default=None, metavar="A,B|none", help="Subgroup attributes (kind subgroup). Default: sex,age,ethnicity,religion,education,income.")
+@click.option("--attributes", default=None, metavar="A,B|all|none",
+              help="Subgroup attributes (kind subgroup), as in cvaudit run. Default: sex,age,ethnicity,religion,education.")
 @click.option("--intersections", default=None, metavar="A:B,...", help="Intersectional groups, e.g. sex:age.")
 @click.option("--min-size", default=30, show_default=True, help="Smallest group (respondents) that gets a vector.")
 @click.option("--calibration-fraction", default=0.3, show_default=True, help="Share of the eligible bank used as the calibration split.")
@@ -37,7 +38,7 @@ def steer() -> None:
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="VECTORS.safetensors (a .json description is written beside it).")
 def fit(**kw: object) -> None:
     """Fit steering vectors on a seeded calibration split of the question bank."""
-    from .config import DEFAULT_ATTRIBUTES, split_csv
+    from .config import DEFAULT_ATTRIBUTES, parse_attributes, split_csv
     from .countries import resolve_country
     from .errors import ConfigError
     from .models import ModelSpec, load_model
@@ -51,6 +52,11 @@ def fit(**kw: object) -> None:
     holdout_spec = str(kw["holdout"]).strip()
     holdout = [] if holdout_spec.lower() in ("", "none") else [q.id for q in select_questions(holdout_spec)]
     kind = str(kw["kind"])
+    if kind == "axes":
+        given = [f"--{n.replace('_', '-')}" for n in ("attributes", "intersections", "wvs_file") if kw[n]]
+        if given:  # the axes are fitted from pole personas, not from survey groups
+            raise ConfigError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to --kind subgroup only; "
+                              "drop it for --kind axes")  # fmt: skip
     groups: list = []
     persona = None
     if kind == "subgroup":
@@ -60,7 +66,7 @@ def fit(**kw: object) -> None:
         from .survey import demo_survey, load_survey
 
         survey = demo_survey(country.alpha2, seed=0) if kw["wvs_file"] is None else load_survey(kw["wvs_file"], country)
-        attributes = split_csv(kw["attributes"]) if kw["attributes"] else DEFAULT_ATTRIBUTES
+        attributes = parse_attributes(kw["attributes"]) or DEFAULT_ATTRIBUTES  # "all" = the nine, as in run
         groupset = build_groups(survey, attributes=list(attributes), intersections=list(split_csv(kw["intersections"])),
                                 min_size=int(kw["min_size"]))  # fmt: skip
         groups = list(groupset.groups)

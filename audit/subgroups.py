@@ -198,9 +198,12 @@ def build_groups(survey: SurveyData, attributes: Sequence[str] | None = None, in
         combos = [[]]
         for p in parts:
             combos = [c + [lab] for c in combos for lab in coded[p][1]]
+        before = len(kept)
         for combo in combos:
             mask = np.ones(len(frame), dtype=bool)
             for col, lab in zip(cols, combo):
                 mask &= col == lab
             add(inter, combo, mask)
+        if len(kept) == before:  # asked for, and not one cell large enough: say so, not just a count
+            unavailable[inter] = f"every cell has fewer than {min_size} respondents"
     return GroupSet(kept, suppressed, tuple(attrs), tuple(inters), min_size, unavailable)

@@ -129,7 +129,10 @@ def _weights(frame: pd.DataFrame, notes: list[str]) -> tuple[np.ndarray, str | N
             w = frame[col].to_numpy(dtype=float)
             if np.isfinite(w).all() and (w > 0).all():
                 if col != WEIGHT_COLUMNS[0]:
-                    notes.append(f"W_WEIGHT missing or incomplete: using {col} as the survey weight")
+                    constant = float(np.ptp(w)) <= 1e-9 * float(np.max(w))
+                    notes.append(f"W_WEIGHT missing or incomplete: using {col} as the survey weight"
+                                 + (" (it is the same for every respondent here, so the distributions are "
+                                    "unweighted)" if constant else ""))  # fmt: skip
                 return w, col
             notes.append(f"weight column {col} has missing or non-positive values: not used")
     notes.append("no usable weight column (W_WEIGHT, S018): distributions are unweighted")

@@ -240,3 +240,14 @@ def test_steer_fit_bad_out_is_exit_code_2(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["steer", "fit", "--out", "vectors.pt"])
     assert exc.value.code == 2 and ".safetensors" in capsys.readouterr().err
+
+
+def test_steer_fit_axes_refuses_subgroup_options(tmp_path, capsys):
+    """--kind axes fits pole personas: survey-group options would be silently ignored, so they are refused."""
+    from cvaudit.audit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["steer", "fit", "--kind", "axes", "--attributes", "sex", "--out", str(tmp_path / "v.safetensors")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--attributes applies to --kind subgroup only" in err
+    assert not (tmp_path / "v.safetensors").exists()

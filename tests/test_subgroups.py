@@ -83,6 +83,9 @@ def test_intersections_and_none():
                      ("Female, 65+", 1, (("sex", "Female"), ("age", "65+")))]
     fem = next(g for g in gs.groups if g.label == "Female, 25-34")
     assert fem.n_eff == pytest.approx((1 + 3) ** 2 / (1 + 9))  # Kish by hand
+    small = build_groups(s, ["sex"], intersections=["sex:age"], min_size=3)
+    assert not any(g.attribute == "sex:age" for g in small.groups)
+    assert small.unavailable == {"sex:age": "every cell has fewer than 3 respondents"}
     one = build_groups(s, ["none"], min_size=1)
     assert [(g.attribute, g.label, g.n) for g in one.groups] == [("all", "All respondents", 4)]
     assert one.groups[0].n_eff == pytest.approx(36 / 12)

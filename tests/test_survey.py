@@ -72,7 +72,10 @@ def test_s018_fallback_and_unweighted_warning(tmp_path):
     p = official_csv(tmp_path / "a.csv", [person(S018=0.2), person(S018=0.6)], header=header)
     s = load_survey(p, "SGP")
     assert s.source.weight_column == "S018" and s.weights.tolist() == [0.2, 0.6]
-    assert any("S018" in n for n in s.source.notes)
+    assert any("S018" in n for n in s.source.notes) and not any("unweighted)" in n for n in s.source.notes)
+    # the codebook's S018 is 1000/N: one value for the whole country, which weights nothing; say so
+    flat = load_survey(official_csv(tmp_path / "b.csv", [person(S018=0.5), person(S018=0.5)], header=header), "SGP")
+    assert any("same for every respondent here, so the distributions are unweighted" in n for n in flat.source.notes)
     header = [h for h in header if h != "S018"]
     p = official_csv(tmp_path / "b.csv", [person(), person()], header=header)
     s = load_survey(p, 702)
