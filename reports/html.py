@@ -158,13 +158,26 @@ def _attributes(record: dict[str, Any], metrics: list[str]) -> list[dict[str, An
             table.append({
                 "group": str(g["group"]), "n": _scalar(g.get("n")), "n_eff": fmt(g.get("n_eff"), 1),
                 "reference": g["group"] == ref_label,
-                "cells": [fmt_fig((g.get("metrics") or {}).get(m)) for m in metrics],
+                "cells": [{"fig": fmt_fig((g.get("metrics") or {}).get(m)),
+                           "test": _test_line((g.get("flags") or {}).get(m), g["group"] == ref_label)}
+                          for m in metrics],
                 "flags": [{"status": k, "metrics": ", ".join(v)} for k, v in flags.items()],
             })  # fmt: skip
         svg = forest_plot(rows, metrics, ref_vals, {m: title(m) for m in metrics},
                           caption=f"Forest plot of group metrics for {attr}")  # fmt: skip
         out.append({"name": attr, "reference": str(ref_label or "—"), "svg": svg, "groups": table})
     return out
+
+
+def _test_line(flag: Any, reference: bool) -> str:
+    """The ratio to the reference and the Holm p under a group's figure: a significant gap that is not
+    flagged (inside the tau band, or an interval that touches the reference) stays visible."""
+    if reference:
+        return "reference"
+    if not isinstance(flag, dict) or num(flag.get("ratio")) is None:
+        return ""
+    p = num(flag.get("p_holm"))
+    return f"ratio {fmt(flag.get('ratio'))}" + ("" if p is None else f" · Holm p {fmt(p, 3)}")
 
 
 def _disparity(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -417,7 +430,10 @@ def build_context(
         "suppressed": [{"attribute": str(s.get("attribute")), "group": str(s.get("group")), "n": _scalar(s.get("n"))}
                        for s in suppressed],  # fmt: skip
         "notes": [str(n) for n in record.get("metric_notes") or []],
+        "flag_limits": [str(n) for n in record.get("metric_notes") or [] if "no group can be flagged" in str(n)],
         "persona_method": meta["method_name"] == "persona",
+        "uses_personas": meta["method_name"] != "none",
+        "respondents": bool((record.get("bootstrap") or {}).get("respondents")),
         "css": "",
     }
 

@@ -213,3 +213,42 @@ def test_deeply_nested_json_is_refused(tmp_path, capsys):
     f.write_text("[" * 100_000 + "]" * 100_000)
     assert run_cli(["report", str(f), "--format", "html", "--out", str(tmp_path / "r")]) == 2
     assert "nests too deeply" in capsys.readouterr().err
+
+
+def _text(page: str) -> str:
+    import html
+
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+
+
+def test_verdict_states_the_whole_flag_rule_and_when_flags_cannot_fire(record):
+    text = _text(render_html(record))
+    assert "its interval lies wholly on one side of the reference group's value" in text
+    assert "significant at 0.05 after Holm correction" in text and "largest group unless the run named one" in text
+    assert "Flags could not fire here" not in text
+    rec = json.loads(json.dumps(record))
+    rec["metric_notes"] = [*rec["metric_notes"], "attribute 'sex': 1 groups ... no group can be flagged; re-run"]
+    assert "Flags could not fire here. attribute 'sex'" in _text(render_html(rec))
+
+
+def test_group_tables_show_ratio_and_holm_p_of_every_group(record):
+    text = _text(render_html(record))
+    for g in record["groups"]:
+        fl = g["flags"]["similarity"]
+        if fl["status"] == "reference" or fl["ratio"] is None:
+            continue
+        want = f"ratio {fl['ratio']:.3f}"
+        assert want in text, want
+    assert "Holm p" in text
+
+
+def test_limitations_follow_the_run(record):
+    text = _text(render_html(record))
+    assert "twice, with the answer options in their order and reversed" in text
+    assert ("Persona prompts." in text) and ("No persona." not in text)
+    none = json.loads(json.dumps(record))
+    none["method"]["name"] = "none"
+    none["bootstrap"] = {**none["bootstrap"], "respondents": True}
+    text = _text(render_html(none))
+    assert "No persona." in text and "Persona prompts." not in text
+    assert "Respondents were resampled too" in text and "respondents were not resampled" not in text

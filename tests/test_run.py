@@ -342,3 +342,12 @@ def test_missing_attribute_column_is_named_not_blamed_on_min_size(tmp_path):
                     no_cache=True, formats=(), progress=False)  # fmt: skip
     with pytest.raises(DataError, match=r"no subgroup can be built \(sex: column Q260"):
         run_audit(cfg)
+
+
+def test_report_shows_the_results_creation_time(tmp_path, tiny_llama_dir):
+    """results.json is written twice (before and after the report): both and the report carry one created_at."""
+    from cvaudit.audit.run import run_audit
+
+    r = json.loads(run_audit(config(tmp_path, tiny_llama_dir, limit=1, formats=("html",))).read_text())
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert r["created_at"] and f"<td>{r['created_at']}</td>" in html
