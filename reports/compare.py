@@ -119,7 +119,14 @@ def _summary(record: dict[str, Any], path: str) -> dict[str, Any]:
     return {"path": path, "model": model.get("id"), "revision": model.get("revision"),
             "fingerprint": model.get("fingerprint"), "method": method.get("name"), "params": method.get("params"),
             "method_fingerprint": method.get("fingerprint"), "created_at": record.get("created_at"),
-            "synthetic": bool(data.get("synthetic", False)), "data_sha256": data.get("sha256")}  # fmt: skip
+            "synthetic": bool(data.get("synthetic", False)), "data_sha256": data.get("sha256"),
+            "results_digest": _digest(record)}  # fmt: skip
+
+
+def _digest(record: dict[str, Any]) -> str:
+    from .html import results_digest  # the digest the run's own report prints: one identity per results file
+
+    return "sha256:" + results_digest(record)
 
 
 MIN_CHANGE = 1e-3  # a change whose whole interval is below this is not called widened/narrowed
@@ -215,9 +222,10 @@ def compare(
                      "differ from the runs' own reports")  # fmt: skip
     if (rb.get("data") or {}).get("sha256") != (ro.get("data") or {}).get("sha256"):
         notes.append("the two runs used survey files with different hashes (same groups and questions)")
-    if any((r.get("bootstrap") or {}).get("respondents") for r in (rb, ro)):
-        notes.append("a run resampled respondents too; these paired intervals resample questions only, "
-                     "so they can be narrower than that run's own report")  # fmt: skip
+    resampled = [side for side, r in (("BASE", rb), ("OTHER", ro)) if (r.get("bootstrap") or {}).get("respondents")]
+    if resampled:
+        notes.append(f"{' and '.join(resampled)} resampled respondents too; these paired intervals resample questions "
+                     "only, so they can be narrower than that run's own report")  # fmt: skip
     if (rb.get("data") or {}).get("synthetic") or (ro.get("data") or {}).get("synthetic"):
         notes.append("SYNTHETIC DATA in at least one run: not World Values Survey respondents")
     bname = "results" if isinstance(base, dict) else os.fspath(base)

@@ -487,7 +487,9 @@ def compare_context(result: dict[str, Any]) -> dict[str, Any]:
     def side(s: dict[str, Any]) -> dict[str, str]:
         return {"model": str(s.get("model") or "—"), "method": str(s.get("method") or "—"),
                 "fingerprint": str(s.get("fingerprint") or "—"), "path": str(s.get("path") or ""),
-                "created_at": str(s.get("created_at") or ""), "params": _scalar(s.get("params"))}  # fmt: skip
+                "created_at": str(s.get("created_at") or ""), "params": _scalar(s.get("params")),
+                "method_fingerprint": str(s.get("method_fingerprint") or "—"),
+                "digest": str(s.get("results_digest") or "—"), "data_sha256": str(s.get("data_sha256") or "—")}  # fmt: skip
 
     disp = []
     for d in result.get("disparity") or []:

@@ -122,7 +122,7 @@ def test_base_figures_are_the_results_own(base):
 def test_respondent_bootstrap_is_noted(base):
     other = copy.deepcopy(base)
     other["bootstrap"] = {**other["bootstrap"], "respondents": True}
-    assert any("resampled respondents" in n for n in compare_results(base, other, n_boot=20)["notes"])
+    assert any("OTHER resampled respondents" in n for n in compare_results(base, other, n_boot=20)["notes"])
     assert not any("resampled respondents" in n for n in compare_results(base, base, n_boot=20)["notes"])
 
 
@@ -181,3 +181,18 @@ def test_min_change_keeps_tiny_shifts_from_widening(base):
     gap = next(x for x in res["disparity"] if x["attribute"] == "sex" and x["metric"] == "similarity"
                and x["figure"] == "gap")
     assert gap["widened"] == (gap["change"]["ci"][0] > 0)
+
+
+def test_compare_names_its_inputs_exactly(base):
+    """Each side is identified as its own report identifies it: results digest, method fingerprint, survey hash."""
+    from cvaudit.reports.html import render_compare_html, results_digest
+
+    other = shifted(base, "Male", "similarity", lambda q: 0.01)
+    other["method"] = {**other["method"], "fingerprint": "other-method-fp"}
+    res = compare_results(base, other, n_boot=20)
+    assert res["base"]["results_digest"] == "sha256:" + results_digest(base)
+    assert res["other"]["results_digest"] == "sha256:" + results_digest(other) != res["base"]["results_digest"]
+    page = render_compare_html(res)
+    for value in (res["base"]["results_digest"], res["other"]["results_digest"], "other-method-fp",
+                  str(base["data"]["sha256"])):  # fmt: skip
+        assert value in page, value
