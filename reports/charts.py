@@ -44,6 +44,23 @@ def _truncate(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _truncate_middle(text: str, n: int) -> str:
+    """Keep both ends ("religion:age: Oth…ligion, 65+"): intersection labels differ at the end."""
+    if len(text) <= n:
+        return text
+    head = (n - 1) // 2
+    return text[:head] + "…" + text[len(text) - (n - 1 - head):]
+
+
+def _wrapped(text: str, width: int, lines: int = 2) -> list[str]:
+    import textwrap
+
+    out = textwrap.wrap(text, width) or [""]
+    if len(out) > lines:
+        out = [*out[: lines - 1], _truncate(" ".join(out[lines - 1:]), width)]
+    return out
+
+
 @dataclass(frozen=True)
 class Scale:
     """Linear map from a data domain to pixel range."""
@@ -209,13 +226,20 @@ def heatmap(
         f"<svg xmlns='http://www.w3.org/2000/svg' class='chart heatmap' viewBox='0 0 {width} {height}' "
         f"width='{width}' height='{height}' role='img' aria-label='{_e(caption or 'heatmap')}' {FONT}>"
     ]
+    if flat:  # the key: what the shades mean, and the range they span in this chart
+        parts.append(f"<text x='4' y='14' font-size='10' fill='#333'>darker = better "
+                     f"({'higher' if higher_is_better else 'lower'} is better); shades span "
+                     f"{lo:.2f} to {hi:.2f}; – = not defined</text>")  # fmt: skip
     for j, c in enumerate(col_labels):
         x = label_w + j * cell_w + cell_w / 2
-        parts.append(f"<text transform='translate({x + 3:.1f},{head - 6}) rotate(-50)' font-size='11'>"
-                     f"{_e(_truncate(c, 26))}</text>")  # fmt: skip
+        lines = _wrapped(c, 24)
+        spans = "".join(f"<tspan x='0' dy='{0 if k == 0 else 12}'>{_e(t)}</tspan>" for k, t in enumerate(lines))
+        parts.append(f"<text transform='translate({x + 3 - 6 * (len(lines) - 1):.1f},{head - 6 - 12 * (len(lines) - 1)}) "
+                     f"rotate(-50)' font-size='11'><title>{_e(c)}</title>{spans}</text>")  # fmt: skip
     for i, r in enumerate(row_labels):
         y = head + i * cell_h
-        parts.append(f"<text x='4' y='{y + cell_h - 6}' font-size='11.5'>{_e(_truncate(r, 30))}</text>")
+        parts.append(f"<text x='4' y='{y + cell_h - 6}' font-size='11.5'><title>{_e(r)}</title>"
+                     f"{_e(_truncate_middle(r, 32))}</text>")  # fmt: skip
         for j in range(len(col_labels)):
             v = values[i][j] if j < len(values[i]) else None
             x = label_w + j * cell_w

@@ -231,7 +231,12 @@ def _heatmaps(record: dict[str, Any], metrics: list[str]) -> list[dict[str, Any]
         cols = list(dict.fromkeys(c for (_a, _g, c) in cells))
         keys = list(dict.fromkeys((a, g) for (a, g, _c) in cells))
         values = [[cells.get((a, g, c)) for c in cols] for (a, g) in keys]
-        svg = heatmap([f"{a}: {g}" for a, g in keys], cols, values, higher_is_better(m),
+        counts: dict[str, int] = {}  # questions behind a column: a 1.00 that rests on one question says so
+        for c in cats:
+            if c.get("metric") == m and isinstance(c.get("n_questions"), int):
+                counts[c["category"]] = max(counts.get(c["category"], 0), c["n_questions"])
+        heads = [f"{c} ({counts[c]} q)" if c in counts else c for c in cols]
+        svg = heatmap([f"{a}: {g}" for a, g in keys], heads, values, higher_is_better(m),
                       caption=f"{title(m)} by group and question category")  # fmt: skip
         out.append({"metric": title(m), "svg": svg})
     return out

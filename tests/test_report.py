@@ -252,3 +252,18 @@ def test_limitations_follow_the_run(record):
     text = _text(render_html(none))
     assert "No persona." in text and "Persona prompts." not in text
     assert "Respondents were resampled too" in text and "respondents were not resampled" not in text
+
+
+def test_heatmap_columns_say_how_many_questions_and_rows_stay_distinct(record):
+    import html
+
+    from cvaudit.reports.charts import _truncate_middle, heatmap
+
+    page = html.unescape(render_html(record))
+    cat = record["categories"][0]
+    assert re.search(rf"<title>{re.escape(cat['category'])} \(\d+ q\)</title>", page)
+    a = "religion:age: Other religion, 25-34"
+    b = "religion:age: Other religion, 65+"
+    assert _truncate_middle(a, 28) != _truncate_middle(b, 28) and len(_truncate_middle(a, 28)) == 28
+    svg = str(heatmap([a, b], ["A category with a very long name indeed"], [[0.1], [0.9]]))
+    assert "<title>A category with a very long name indeed</title>" in svg and "darker = better" in svg
