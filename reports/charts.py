@@ -95,12 +95,17 @@ def ticks(lo: float, hi: float, n: int = 3) -> list[float]:
         return [lo]
     raw = span / max(n, 1)
     mag = 10 ** math.floor(math.log10(raw))
-    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=raw)
-    first = math.ceil(lo / step) * step
-    out, v = [], first
-    while v <= hi + 1e-12:
-        out.append(round(v, 10))
-        v += step
+    steps = sorted({m * mag * f for m in (1, 2, 2.5, 5) for f in (0.1, 1, 10)})
+    chosen = [st for st in steps if st >= raw]
+    step = chosen[0] if chosen else raw
+    for cand in [step, *reversed([st for st in steps if st < step])]:  # a scale needs two labels to be read
+        first = math.ceil(lo / cand - 1e-9) * cand
+        out, v = [], first
+        while v <= hi + 1e-12:
+            out.append(round(v, 10))
+            v += cand
+        if len(out) >= 2:
+            return out
     return out
 
 

@@ -267,3 +267,16 @@ def test_heatmap_columns_say_how_many_questions_and_rows_stay_distinct(record):
     assert _truncate_middle(a, 28) != _truncate_middle(b, 28) and len(_truncate_middle(a, 28)) == 28
     svg = str(heatmap([a, b], ["A category with a very long name indeed"], [[0.1], [0.9]]))
     assert "<title>A category with a very long name indeed</title>" in svg and "darker = better" in svg
+
+
+def test_every_axis_gets_at_least_two_round_ticks():
+    import numpy as np
+    from cvaudit.reports.charts import ticks
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        lo = float(rng.uniform(-1, 1))
+        hi = lo + float(10 ** rng.uniform(-3, 1))
+        t = ticks(lo, hi)
+        assert len(t) >= 2 and all(lo - 1e-9 <= x <= hi + 1e-9 for x in t), (lo, hi, t)
+        assert len(t) <= 12, (lo, hi, t)
