@@ -43,6 +43,8 @@ class GateResult:
     policy_name: str
     checks: tuple[CheckResult, ...]
     results_name: str = "results"
+    policy_sha256: str = ""  # of the parsed policy (thresholds included), so a report names exactly what it passed
+    require_non_synthetic: bool = False
 
     @property
     def passed(self) -> bool:
@@ -135,6 +137,15 @@ def _evaluate(policy: Policy, c: Check, attribute: str, record: dict[str, Any], 
     return CheckResult(name, "pass", msg, observed=worst[1], **base)
 
 
+def policy_digest(policy: Policy) -> str:
+    """sha256 of the policy as parsed: the same rules and thresholds give the same digest, whatever the file's layout."""
+    import dataclasses
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(dataclasses.asdict(policy), sort_keys=True).encode()).hexdigest()
+
+
 def gate(
     results: dict | str | os.PathLike, policy: Policy | dict | str | os.PathLike, allow_incomplete: bool = False
 ) -> GateResult:
@@ -159,7 +170,7 @@ def gate(
             n = _name(c, c.attribute)
             out.append(CheckResult(n, "fail", f"{n}: not evaluated, the run is incomplete", c.metric, c.attribute,
                                    c.check, c.on, c.threshold))  # fmt: skip
-        return GateResult(pol.name, tuple(out), name)
+        return GateResult(pol.name, tuple(out), name, policy_digest(pol), pol.require_non_synthetic)
     metrics = metric_names(record)
     attrs = _attributes(record)
     for c in pol.checks:
@@ -182,7 +193,7 @@ def gate(
             targets = [c.attribute]
         for attr in targets:
             out.append(_evaluate(pol, c, attr, record, attrs.get(attr, [])))
-    return GateResult(pol.name, tuple(out), name)
+    return GateResult(pol.name, tuple(out), name, policy_digest(pol), pol.require_non_synthetic)
 
 
 # ------------------------------------------------------------------ outputs

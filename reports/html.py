@@ -408,6 +408,9 @@ def build_context(
         policy = {
             "passed": bool(gate.passed), "name": str(gate.policy_name),
             "n_checks": len(gate.checks), "breaches": [c.message for c in gate.checks if c.status == "fail"],
+            "sha256": str(getattr(gate, "policy_sha256", "") or ""),
+            "require_non_synthetic": bool(getattr(gate, "require_non_synthetic", False)),
+            "checks": [{"status": c.status, "message": c.message} for c in gate.checks],
         }  # fmt: skip
     divisive = _divisive(record, details)
     first = [r["id"] for r in divisive["by_modes"] + divisive["by_fit"]]

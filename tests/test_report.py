@@ -280,3 +280,19 @@ def test_every_axis_gets_at_least_two_round_ticks():
         t = ticks(lo, hi)
         assert len(t) >= 2 and all(lo - 1e-9 <= x <= hi + 1e-9 for x in t), (lo, hi, t)
         assert len(t) <= 12, (lo, hi, t)
+
+
+def test_policy_report_names_the_policy_and_lists_every_check(tmp_path, record):
+    from cvaudit.reports.gate import gate, policy_digest
+    from cvaudit.reports.policy import load_policy
+
+    pol = {"name": "release", "rules": [{"metric": "accuracy", "attribute": "*", "max_gap": 1.0}]}
+    res = gate(record, pol)
+    assert res.policy_sha256 == policy_digest(load_policy(pol)) and len(res.policy_sha256) == 64
+    text = _text(render_html(record, gate=res))
+    assert "Gate checks: policy “release”" in text and res.policy_sha256 in text
+    assert "require_non_synthetic: false" in text
+    for c in res.checks:
+        assert f"{c.status.upper()} {c.message}" in text
+    stricter = {"name": "release", "rules": [{"metric": "accuracy", "attribute": "*", "max_gap": 0.5}]}
+    assert gate(record, stricter).policy_sha256 != res.policy_sha256
