@@ -34,7 +34,11 @@ def html_to_pdf_bytes(html: str) -> bytes:
     # WeasyPrint logs every unsupported CSS property at WARNING; the report's CSS is known, keep the CLI quiet
     for name in ("weasyprint", "fontTools"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    return weasyprint.HTML(string=html, base_url=None).write_pdf()
+    document = weasyprint.HTML(string=html, base_url=None)
+    try:  # a tagged PDF (structure tree): screen readers and accessibility checks can read the report
+        return document.write_pdf(pdf_tags=True)
+    except TypeError:  # a WeasyPrint without the option
+        return document.write_pdf()
 
 
 def write_pdf(html: str, path: str | os.PathLike) -> Path:

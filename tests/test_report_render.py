@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -72,6 +73,9 @@ def test_pdf_pages_banner_and_page_numbers(tmp_path, record):
         assert "SYNTHETIC DATA" in flat  # red banner repeated in every page's margin
         assert "tiny-llama-test" in flat  # running header
     assert "1. Verdict" in pages[0] and "2. What was audited" in pages[1]
+    if shutil.which("pdfinfo"):  # a tagged PDF: its structure is readable by assistive technology
+        info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+        assert re.search(r"^Tagged:\s+yes", info, re.M), info
 
 
 def test_pdf_without_synthetic_banner(tmp_path):
