@@ -308,6 +308,13 @@ def line_plot(
     if sy2 is not None:
         for t in ticks(sy2.lo, sy2.hi, 4):
             parts.append(f"<text x='{width - right + 4}' y='{sy2(t) + 3:.1f}' font-size='10'>{_fmt(t)}</text>")
+    # axis titles: which series each axis measures (the legend alone leaves the scales unnamed)
+    mid = (top + height - bottom) / 2
+    parts.append(f"<text transform='translate(12,{mid:.1f}) rotate(-90)' font-size='10' text-anchor='middle'>"
+                 f"{_e(_truncate(' / '.join(series), 48))}</text>")  # fmt: skip
+    if sy2 is not None and y2:
+        parts.append(f"<text transform='translate({width - 6},{mid:.1f}) rotate(90)' font-size='10' "
+                     f"text-anchor='middle'>{_e(_truncate(' / '.join(y2), 48))}</text>")  # fmt: skip
     legend = []
     for k, (name, ys, scale, axis) in enumerate(
         [(n, s, sy, "") for n, s in series.items()] + [(n, s, sy2, " (right axis)") for n, s in y2.items()]

@@ -296,3 +296,12 @@ def test_policy_report_names_the_policy_and_lists_every_check(tmp_path, record):
         assert f"{c.status.upper()} {c.message}" in text
     stricter = {"name": "release", "rules": [{"metric": "accuracy", "attribute": "*", "max_gap": 0.5}]}
     assert gate(record, stricter).policy_sha256 != res.policy_sha256
+
+
+def test_line_plot_names_both_axes():
+    from cvaudit.reports.charts import line_plot
+
+    svg = str(line_plot([0, 2, 4], {"accuracy": [0.2, 0.3, 0.4], "nmae": [0.5, 0.4, 0.3]},
+                        {"perplexity": [10, 12, 15]}, "sweep", "alpha"))  # fmt: skip
+    assert "rotate(-90)' font-size='10' text-anchor='middle'>accuracy / nmae</text>" in svg
+    assert "rotate(90)' font-size='10' text-anchor='middle'>perplexity</text>" in svg
