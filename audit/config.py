@@ -28,6 +28,11 @@ DEFAULT_ATTRIBUTES = ("sex", "age", "ethnicity", "religion", "education")
 DEFAULT_MODEL = "smollm2-135m"
 
 
+def is_device_name(device: Any) -> bool:
+    """auto, cpu, cuda, mps, cuda:N or mps:N: the names --device accepts (whether they exist is checked at load)."""
+    return device in DEVICES or re.fullmatch(r"(cuda|mps):\d+", str(device)) is not None
+
+
 def parse_attributes(value: Any) -> tuple[str, ...] | None:
     """``--attributes``: None (not given), the nine for 'all', ('none',), or validated names in order."""
     if value is None:
@@ -139,7 +144,7 @@ class RunConfig:
                 set_(name, str(value))
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
-        if self.device not in DEVICES and not re.fullmatch(r"(cuda|mps):\d+", str(self.device)):
+        if not is_device_name(self.device):
             raise ConfigError(f"unknown device {self.device!r}; choose auto, cpu, cuda, cuda:N or mps")
         set_("method_params", self._method_params(self.method_params))
         set_("attributes", self._attributes(self.attributes))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,9 @@ def resolve_device(device: str = "auto") -> str:
     """``auto`` -> this process's GPU (``cuda:LOCAL_RANK`` under accelerate/torchrun) or ``cpu``."""
     import torch
 
-    if device not in DEVICES and not re.fullmatch(r"(cuda|mps):\d+", str(device)) and device != "mps":
+    from .config import is_device_name
+
+    if not is_device_name(device):
         raise ModelError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}, cuda:N or mps")
     if device == "cpu":
         return "cpu"

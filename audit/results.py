@@ -39,14 +39,14 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def header(config: Any) -> dict[str, Any]:
+def header(config: Any, created_at: str | None = None) -> dict[str, Any]:
     """The fields every results.json has, complete or not."""
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "cvaudit", "version": __version__, "python": platform.python_version()},
         "complete": False,
         "timing_fields": list(TIMING_FIELDS),
-        "created_at": now_utc(),
+        "created_at": created_at or now_utc(),
         "config": config.to_dict(),
         "seed": config.seed,
     }
@@ -64,9 +64,8 @@ def write_pending(out: Path, config: Any, note: str = "run in progress or interr
     record["note"] = note + "; re-run the same command to resume from the score cache"
     try:
         path = atomic_write_json(out / "results.json", record)
-    except (OSError, ConfigError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(f"cannot write to the output directory {str(out)!r} ({reason}); pass a writable --out") from None
+    except ConfigError as exc:  # atomic_write_* turns every OSError into one
+        raise ConfigError(f"cannot write to the output directory {str(out)!r} ({exc}); pass a writable --out") from None
     # an earlier run's tables and report now belong to no complete results.json: none may look current
     for name in STALE_OUTPUTS:
         (out / name).unlink(missing_ok=True)
@@ -226,9 +225,7 @@ def item_records(items: pd.DataFrame, item_metrics: pd.DataFrame | None) -> list
     records = items.to_dict(orient="records")
     if item_metrics is None:
         return records
-    cols = [c for c in METRIC_NAMES if c in item_metrics.columns] + [
-        c for c in item_metrics.columns if c not in METRIC_NAMES
-    ]
+    cols = _metric_order(item_metrics)
     values = item_metrics[cols].to_numpy(dtype=float)
     for rec, row in zip(records, values):
         rec["metrics"] = {c: (None if math.isnan(v) else float(v)) for c, v in zip(cols, row)}
@@ -252,15 +249,18 @@ def assemble(
     unavailable: dict[str, str] | None = None,
     question_notes: Sequence[str] = (),
     excluded: Sequence[str] = (),
+    created_at: str | None = None,
 ) -> dict[str, Any]:
     """The complete results.json record (docs/results-schema.md).
+
+    ``created_at``: give the same time to every rewrite of one run's record (default: now).
 
     ``engine_stats`` (prompts scored, taken from the cache, tokens) go under "timings":
     they differ between a fresh and a resumed run whose figures are identical.
     Question and subgroup notes are recorded in their sections and also appended to
     "metric_notes", which the report prints as "Notes from this run".
     """
-    record = header(config)
+    record = header(config, created_at)
     timing_block: dict[str, Any] = {k: round(float(v), 3) for k, v in timings.items()}
     if engine_stats:
         timing_block["engine"] = dict(engine_stats)
@@ -290,15 +290,20 @@ def assemble(
     return record
 
 
+def _metric_order(item_metrics: pd.DataFrame) -> list[str]:
+    """The built-in metrics in their fixed order, then any plug-in metric."""
+    return [c for c in METRIC_NAMES if c in item_metrics.columns] + [
+        c for c in item_metrics.columns if c not in METRIC_NAMES
+    ]
+
+
 def metric_columns(item_metrics: pd.DataFrame | None) -> dict[str, list[float]]:
     """Per-item metric columns for the item tables, in results.json's order; a name that would
     shadow an item column (a plug-in metric called ``n``) gets a ``metric_`` prefix."""
     if item_metrics is None:
         return {}
-    cols = [c for c in METRIC_NAMES if c in item_metrics.columns] + [
-        c for c in item_metrics.columns if c not in METRIC_NAMES
-    ]
-    return {(f"metric_{c}" if c in ITEM_COLUMNS else str(c)): item_metrics[c].astype(float).tolist() for c in cols}
+    return {(f"metric_{c}" if c in ITEM_COLUMNS else str(c)): item_metrics[c].astype(float).tolist()
+            for c in _metric_order(item_metrics)}  # fmt: skip
 
 
 def write_items(items: pd.DataFrame, out: Path, item_metrics: pd.DataFrame | None = None) -> list[Path]:

@@ -305,13 +305,13 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
     created = res.now_utc()  # one creation time for the record, its report and its final rewrite
 
     def record() -> dict:
-        return {**res.assemble(
+        return res.assemble(
             config=config, model_info=dict(loaded.info), method=method, source=survey.source,
             questions=questions, suppressed=groupset.suppressed, items=items, evaluation=evaluation,
             unavailable=unavailable(groupset), question_notes=question_notes, excluded=excluded,
             timings=clock.summary(), device=res.device_info(loaded), method_report=ctx.extra.get("method_report"),
-            engine_stats=getattr(engine, "stats", None),
-        ), "created_at": created}  # fmt: skip
+            engine_stats=getattr(engine, "stats", None), created_at=created,
+        )  # fmt: skip
 
     results_path = out / "results.json"
     if not main:

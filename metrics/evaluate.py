@@ -200,10 +200,10 @@ def evaluate(
         ref_out[attr] = labels[ref_local]
         if len(rows) < 2:
             notes.append(f"attribute {attr!r} has a single group: no disparity figures")
-        elif n_boot and holm_floor(len(rows) - 1, n_boot) >= config.alpha:
+        elif n_boot and (floor := holm_floor(len(rows) - 1, n_boot)) >= config.alpha:
             notes.append(
                 f"attribute {attr!r}: {len(rows) - 1} groups are tested against the reference, so with {n_boot} "
-                f"replicates the smallest Holm-adjusted p-value is {holm_floor(len(rows) - 1, n_boot):.3f} >= alpha "
+                f"replicates the smallest Holm-adjusted p-value is {floor:.3f} >= alpha "
                 f"{config.alpha:g} and no group can be flagged; re-run with --n-boot "
                 f"{replicates_to_flag(len(rows) - 1, config.alpha)} or more"
             )

@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import Any
 
 from .charts import ForestRow, forest_plot, heatmap, line_plot
-from .load import higher_is_better, metric_names, read_figure
+from .load import finite_number, higher_is_better, metric_names, read_figure
 
 METRIC_TITLES = {"accuracy": "Accuracy", "nmae": "NMAE", "representativeness": "Representativeness",
                  "similarity": "Similarity"}  # fmt: skip
@@ -41,10 +41,7 @@ APPENDIX_MAX_ITEMS = 2500
 
 
 # ------------------------------------------------------------------ formatting
-def num(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    return float(x) if math.isfinite(float(x)) else None
+num = finite_number  # the report's short name for the shared reader of numbers
 
 
 def fmt(x: Any, digits: int = 3) -> str:

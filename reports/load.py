@@ -101,7 +101,8 @@ def _check_entries(record: dict[str, Any], name: str) -> None:
         raise damaged("overall", "must map each metric to {value, ci}")
 
 
-def _finite(x: Any) -> float | None:
+def finite_number(x: Any) -> float | None:
+    """``x`` as a float when it is a finite number (not a bool), else None."""
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return None
     return float(x) if math.isfinite(float(x)) else None
@@ -117,10 +118,10 @@ def read_figure(fig: Any) -> tuple[float | None, float | None, float | None]:
     if not isinstance(fig, dict):
         return None, None, None
     ci = fig.get("ci")
-    lo, hi = (_finite(ci[0]), _finite(ci[1])) if isinstance(ci, list) and len(ci) == 2 else (None, None)
+    lo, hi = (finite_number(ci[0]), finite_number(ci[1])) if isinstance(ci, list) and len(ci) == 2 else (None, None)
     if lo is None or hi is None:
         lo = hi = None
-    return _finite(fig.get("value")), lo, hi
+    return finite_number(fig.get("value")), lo, hi
 
 
 def metric_names(record: dict[str, Any]) -> list[str]:

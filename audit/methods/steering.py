@@ -105,8 +105,9 @@ class SteeringMethod(Method):
         self.on_overlap = on_overlap
         self.fluency = as_bool(fluency, "fluency")
         self.entanglement = as_bool(entanglement, "entanglement")
-        self.n_boot = 1000 if as_int(n_boot, "n_boot") is None else as_int(n_boot, "n_boot")
-        self.batch_size = 8 if as_int(batch_size, "batch_size") is None else as_int(batch_size, "batch_size")
+        parsed = {"n_boot": as_int(n_boot, "n_boot"), "batch_size": as_int(batch_size, "batch_size")}
+        self.n_boot = 1000 if parsed["n_boot"] is None else parsed["n_boot"]
+        self.batch_size = 8 if parsed["batch_size"] is None else parsed["batch_size"]
         for name, value in (("n_boot", self.n_boot), ("batch_size", self.batch_size), ("max_calibration",
                             1 if self.max_calibration is None else self.max_calibration)):  # fmt: skip
             if value < 1:
