@@ -10,6 +10,7 @@ collectives go through a gloo group, which works for CPU and GPU runs alike.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -43,9 +44,26 @@ def _group() -> Any:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend=backend)
+        # Gloo's worker threads must stop while the interpreter is still alive: left to
+        # interpreter finalisation they can abort the process (SIGABRT, "terminate called
+        # without an active exception") after a run that finished correctly.
+        atexit.register(_shutdown)
     if _GLOO is None:
         _GLOO = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
     return _GLOO
+
+
+def _shutdown() -> None:
+    """Destroy the process group this module created (registered with atexit)."""
+    global _GLOO
+    import torch.distributed as dist
+
+    _GLOO = None
+    if dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - best effort at exit; the results are already written
+            pass
 
 
 def bounds(n: int, size: int | None = None, index: int | None = None) -> tuple[int, int]:

@@ -29,9 +29,12 @@ def test_single_process_helpers(monkeypatch):
 
 WORKER = textwrap.dedent(
     """
-    import json, os, sys
+    import atexit, json, os, sys
     import torch
     torch.set_num_threads(1)
+    # registered first, so it runs last: was the process group already destroyed at exit?
+    atexit.register(lambda: open(os.path.join(sys.argv[2], f"exit{os.environ['RANK']}.txt"), "w").write(
+        str(torch.distributed.is_initialized())))
     from cvaudit.audit import distributed as dist
     from cvaudit.audit.engine import Engine
     from cvaudit.audit.methods.base import PromptSpec
@@ -85,6 +88,8 @@ def _launch(tmp_path, model_dir, reuse: bool, where: str = "none") -> tuple[dict
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
+    # the process group the engine created is destroyed before interpreter teardown (gloo can abort otherwise)
+    assert [(tmp_path / f"exit{i}.txt").read_text() for i in (0, 1)] == ["False", "False"]
     return r0, r1
 
 
