@@ -235,7 +235,10 @@ def _heatmaps(record: dict[str, Any], metrics: list[str]) -> list[dict[str, Any]
         heads = [f"{c} ({counts[c]} q)" if c in counts else c for c in cols]
         svg = heatmap([f"{a}: {g}" for a, g in keys], heads, values, higher_is_better(m),
                       caption=f"{title(m)} by group and question category")  # fmt: skip
-        out.append({"metric": title(m), "svg": svg})
+        # the same figures as a table: screen readers and copy-paste get what the colours show
+        rows = [(f"{a}: {g}", [fmt(v, 2) if num(v) is not None else "–" for v in vals])
+                for (a, g), vals in zip(keys, values)]  # fmt: skip
+        out.append({"metric": title(m), "svg": svg, "columns": heads, "rows": rows})
     return out
 
 

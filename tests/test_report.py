@@ -305,3 +305,27 @@ def test_line_plot_names_both_axes():
                         {"perplexity": [10, 12, 15]}, "sweep", "alpha"))  # fmt: skip
     assert "rotate(-90)' font-size='10' text-anchor='middle'>accuracy / nmae</text>" in svg
     assert "rotate(90)' font-size='10' text-anchor='middle'>perplexity</text>" in svg
+
+
+def test_heatmap_figures_also_come_as_a_table(record):
+    """What the colours show is readable without them: each category cell of results.json is in a table row."""
+    import html
+    import math
+
+    page = render_html(record)
+    section = page[page.index('id="categories"'):page.index('id="divisive"')]
+    blocks = re.findall(r'<details class="data-alt">(.*?)</details>', section, re.S)
+    assert blocks, "no data table under the heatmaps"
+    table = blocks[0]
+    heads = [html.unescape(h) for h in re.findall(r"<th>(.*?)</th>", table)][1:]
+    rows = {}
+    for tr in re.findall(r"<tr><td>(.*?)</tr>", table, re.S):
+        tds = [html.unescape(t) for t in re.findall(r"(?:^|<td[^>]*>)([^<]*)</td>", tr)]
+        rows[tds[0]] = tds[1:]
+    cells = [c for c in record["categories"] if c["metric"] == "representativeness"]
+    assert len(rows) == len({(c["attribute"], c["group"]) for c in cells}) > 1
+    for c in cells:
+        col = next(i for i, h in enumerate(heads) if h.split(" (")[0] == c["category"])
+        v = c.get("value")
+        shown = rows[f"{c['attribute']}: {c['group']}"][col]
+        assert shown == (f"{v:.2f}" if v is not None and math.isfinite(v) else "–"), (c, shown)

@@ -76,6 +76,8 @@ def test_pdf_pages_banner_and_page_numbers(tmp_path, record):
         # running header from page 2; page 1 has the title instead of repeating it
         assert flat.count(runline) == (0 if i == 1 else 1), (i, flat[:300])
     assert "1. Verdict" in pages[0] and "2. What was audited" in pages[1]
+    assert "darker = better" in " ".join(pages)  # heatmaps drawn (their key), their screen-reader tables not
+    assert "category as a table" not in " ".join(" ".join(pages).split())
     if shutil.which("pdfinfo"):  # a tagged PDF: its structure is readable by assistive technology
         info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
         assert re.search(r"^Tagged:\s+yes", info, re.M), info
