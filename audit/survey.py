@@ -172,8 +172,14 @@ def _numeric(frame: pd.DataFrame, path: Path, row_offset: int = 0) -> pd.DataFra
         bad = num.isna() & text.notna() & (text != "")
         if bad.any():
             pos = int(bad.to_numpy().nonzero()[0][0])
-            raise DataError(f"{path.name}: column {col} has a non-numeric code {str(text.iloc[pos])!r} "
-                            f"(data row {row_offset + pos + 1}); WVS answers must be integer codes")
+            value, row = str(text.iloc[pos]), row_offset + pos + 1
+            if col in WEIGHT_COLUMNS or col == "PWGHT":
+                hint = ("it looks like a decimal comma (a spreadsheet re-save in another locale): "
+                        "re-export with '.' as the decimal separator") if re.fullmatch(r"-?\d*,\d+", value) \
+                    else "weights must be numbers"  # fmt: skip
+                raise DataError(f"{path.name}: column {col} has a non-numeric weight {value!r} (data row {row}); {hint}")
+            raise DataError(f"{path.name}: column {col} has a non-numeric code {value!r} "
+                            f"(data row {row}); WVS answers must be integer codes")
         out[col] = num.astype("float64")
     return pd.DataFrame(out, index=frame.index)
 

@@ -52,6 +52,8 @@ def _survey_files(root: Path) -> tuple[Path, dict[str, Path]]:
     cut = len(lines[0]) + 1 + len(lines[1]) + 1 + len(lines[2]) // 2  # half-way through the 2nd data row
     bad = frame.astype(object)
     bad.loc[5, "Q1"] = "yes"
+    comma = frame.astype(object)
+    comma["W_WEIGHT"] = [f"{w:.4f}".replace(".", ",") for w in frame["W_WEIGHT"]]  # a locale re-save
     files = {
         "empty": _write(root / "empty.csv", b""),
         "truncated": _write(root / "truncated.csv", good[:cut]),
@@ -62,6 +64,7 @@ def _survey_files(root: Path) -> tuple[Path, dict[str, Path]]:
         "no_questions": _write(root / "no_questions.csv", b"B_COUNTRY;Q260;Q262\n702;1;30\n702;2;40\n"),
         "header_only": _write(root / "header_only.csv", lines[0] + b"\n"),
         "non_numeric": _write(root / "non_numeric.csv", _official(bad)),
+        "decimal_comma": _write(root / "decimal_comma.csv", _official(comma)),
         "xlsx": _write(root / "survey.xlsx", b"PK\x03\x04 not really a spreadsheet"),
         "dta": _write(root / "survey.dta", b"\x00garbage that is not stata" * 20),
         "parquet": _write(root / "survey.parquet", b"PAR1 but not really parquet" * 20),
@@ -211,6 +214,7 @@ CASES: list = [
     ("wvs-no-question-columns", run_args("--wvs-file", wvs("no_questions")), "question columns"),
     ("wvs-header-only", run_args("--wvs-file", wvs("header_only")), "no data rows"),
     ("wvs-non-numeric", run_args("--wvs-file", wvs("non_numeric")), "non-numeric"),
+    ("wvs-decimal-comma-weight", run_args("--wvs-file", wvs("decimal_comma")), "decimal comma"),
     ("wvs-country-absent", run_args("--wvs-file", lambda i: str(i.wvs), "--country", "DE"), "no respondents"),
     ("wvs-unsupported-type", run_args("--wvs-file", wvs("xlsx")), "unsupported"),
     ("wvs-corrupt-dta", run_args("--wvs-file", wvs("dta")), "Stata"),
