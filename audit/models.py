@@ -21,7 +21,6 @@ from .errors import ModelError
 from .fingerprint import directory_fingerprint
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def resolve_device(device: str = "auto") -> str:
     """``auto`` -> this process's GPU (``cuda:LOCAL_RANK`` under accelerate/torchrun) or ``cpu``."""
     import torch
 
-    from .config import is_device_name
+    from .config import DEVICES, is_device_name
 
     if not is_device_name(device):
         raise ModelError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}, cuda:N or mps")
