@@ -109,3 +109,31 @@ def test_all_and_none_stand_alone():
     for bad in ("all,none", "sex,all", "none,age"):
         with pytest.raises(ConfigError, match="stand alone"):
             RunConfig(attributes=bad)
+
+
+def test_cuda_names_resolve_per_process_and_pick_a_gpu_dtype(monkeypatch):
+    """The CUDA branches of device and dtype resolution, on a CPU machine with CUDA faked present."""
+    import torch
+    from cvaudit.audit.models import resolve_device, resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_device("auto") == resolve_device("cuda") == "cuda:0"
+    monkeypatch.setenv("LOCAL_RANK", "3")  # accelerate/torchrun: each process takes its own GPU
+    assert resolve_device("auto") == "cuda:3" and resolve_device("cuda:1") == "cuda:1" and resolve_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_dtype("auto", "cuda:0") is torch.bfloat16 and resolve_dtype("auto", "cpu") is torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a V100 or T4
+    assert resolve_dtype("auto", "cuda:0") is torch.float16 and resolve_dtype("float32", "cuda:0") is torch.float32
+
+
+def test_cuda_refused_clearly_when_absent(monkeypatch):
+    import torch
+    from cvaudit.audit.errors import ModelError
+    from cvaudit.audit.models import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(ModelError, match="CUDA is not available; use --device cpu"):
+            resolve_device(name)
