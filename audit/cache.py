@@ -13,7 +13,8 @@ import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,7 @@ class ScoreCache:
     def get_many(self, keys: Iterable[bytes]) -> dict[bytes, np.ndarray]:
         keys = list(dict.fromkeys(keys))
         found: dict[bytes, np.ndarray] = {}
-        with self._lock:
+        with self._lock, self._errors("read"):
             for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
@@ -73,12 +74,25 @@ class ScoreCache:
                     found[bytes(key)] = np.frombuffer(blob, dtype=np.float32).copy()
         return found
 
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """A full disk or a damaged file under the cache is the user's to fix: one line, exit 2."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            try:
+                self._conn.rollback()
+            except sqlite3.Error:
+                pass
+            raise ConfigError(f"cannot {what} the score cache {self.path}: {exc}; free space there or pass "
+                              "another --cache path (scores stored so far are kept)") from None  # fmt: skip
+
     def put_many(self, items: Mapping[bytes, np.ndarray]) -> None:
         """Store and commit at once: what is here survives a kill."""
         rows = [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()]
         if not rows:
             return
-        with self._lock:
+        with self._lock, self._errors("write to"):
             self._conn.executemany("INSERT OR REPLACE INTO scores (key, lp) VALUES (?, ?)", rows)
             self._conn.commit()
 

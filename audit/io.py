@@ -11,6 +11,8 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,59 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             raise _unwritable(path, exc) from None
         raise
     return path
+
+
+def remove_leftover_temps(folder: Path, names: Iterable[str]) -> None:
+    """Delete the temporary files a killed :func:`atomic_write_bytes` left for ``names`` in ``folder``."""
+    for name in names:
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+LOCK_NAME = ".cvaudit.lock"
+
+
+@contextmanager
+def exclusive_output(out: Path) -> Iterator[None]:
+    """Hold OUT for one run: a second run into the same folder is refused rather than interleaved.
+
+    An advisory ``flock`` on ``OUT/.cvaudit.lock``, which the kernel releases when
+    the process ends however it ends (a kill included); the file is removed at a
+    normal exit. Where ``fcntl`` is missing (Windows) the folder is not locked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    lock = out / LOCK_NAME
+    while True:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        except OSError as exc:
+            raise ConfigError(f"cannot write to the output directory {os.fspath(out)!r} "
+                              f"({exc.strerror or type(exc).__name__}); pass a writable --out") from None  # fmt: skip
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(f"another cvaudit run is writing to {os.fspath(out)!r}; wait for it to finish "
+                              "or pass another --out") from None  # fmt: skip
+        try:  # the holder before us may have removed the file after we opened it: lock the current one
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            lock.unlink(missing_ok=True)
+        except OSError:
+            pass
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

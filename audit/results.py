@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cvaudit import __version__
 
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, remove_leftover_temps
 from .types import DataSource, Group, ItemPrediction, Question
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,8 +52,10 @@ def header(config: Any, created_at: str | None = None) -> dict[str, Any]:
     }
 
 
-#: what a complete run writes beside results.json; a new run removes them once its pending record is down
-STALE_OUTPUTS = ("items.csv", "items.parquet", "report.html", "report.pdf")
+#: what a complete run (and ``cvaudit export`` into its folder) writes beside results.json; a new run
+#: removes them once its pending record is down
+STALE_OUTPUTS = ("items.csv", "items.parquet", "report.html", "report.pdf", "model_card_metrics.json",
+                 "model-index.yaml")  # fmt: skip
 
 
 def write_pending(out: Path, config: Any, note: str = "run in progress or interrupted") -> Path:
@@ -69,6 +71,7 @@ def write_pending(out: Path, config: Any, note: str = "run in progress or interr
     # an earlier run's tables and report now belong to no complete results.json: none may look current
     for name in STALE_OUTPUTS:
         (out / name).unlink(missing_ok=True)
+    remove_leftover_temps(out, ("results.json", *STALE_OUTPUTS))  # from a run killed mid-write
     return path
 
 

@@ -13,15 +13,18 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig
 from .errors import ConfigError, DataError
 from .methods.base import Method, MethodContext, get_method_class
 from .types import Country, Question
+
+if TYPE_CHECKING:
+    from .models import ModelSpec
 
 Log = Callable[[str], None]
 
@@ -238,9 +241,9 @@ def render(record: dict, out: Path, formats: tuple[str, ...], log: Log) -> list[
 
 def run_audit(config: RunConfig, log: Log | None = None) -> Path:
     """Run one audit and return the path of its results.json (see docs/results-schema.md)."""
-    from . import results as res
     from .countries import resolve_country
     from .distributed import is_main_process
+    from .io import exclusive_output
 
     # under `accelerate launch`/torchrun every process runs this; only the main one writes or talks
     main = is_main_process()
@@ -260,7 +263,18 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
         from cvaudit.reports.pdf import require_pdf
 
         require_pdf(config.formats)  # a missing WeasyPrint fails now, not after the audit
-        res.write_pending(out, config)
+    # one run at a time writes OUT: a second is refused rather than interleaved with this one
+    with exclusive_output(out) if main else nullcontext():
+        return _audit(config, say, clock, method, country, questions, question_notes, excluded, spec)
+
+
+def _audit(config: RunConfig, say: Log, clock: Clock, method: Method, country: Country, questions: list[Question],
+           question_notes: list[str], excluded: list[str], spec: ModelSpec) -> Path:  # fmt: skip
+    """Steps 2-5 of :func:`run_audit`, under its hold on OUT."""
+    from . import results as res
+    from .distributed import is_main_process
+
+    main, out = is_main_process(), Path(config.out)
 
     # 2. survey side
     with clock("data"):
@@ -281,6 +295,10 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
 
         loaded = load_model(spec)
         engine = make_engine(config, loaded, cache)
+    if main:
+        # from here on OUT describes this run: a previous complete audit there stays intact through every
+        # error above (bad survey, reference, cache or model), and is marked superseded only now
+        res.write_pending(out, config)
     mcfg = metrics_config(config)
     ctx = MethodContext(
         scorer=engine, groups=list(groupset.groups), questions=list(questions), country=country,
@@ -289,6 +307,9 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
     )  # fmt: skip
     with clock("score"):
         predictions = method.predict(ctx)
+    stats = getattr(engine, "stats", None) or {}
+    if stats.get("cached"):  # a resumed or repeated run says what it did not recompute
+        say(f"scores: {stats['cached']} from the cache {getattr(cache, 'path', '')}, {stats.get('computed', 0)} computed")
 
     # 4. figures
     items = res.build_items(groupset.groups, questions, truth, predictions)
@@ -301,7 +322,7 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
         evaluation = evaluate(items.drop(columns=["extra"]), res.groups_frame(groupset.groups), mcfg,
                               human_replicates=replicates)  # fmt: skip
 
-    # 5. outputs: items first, then the complete results.json, then the report
+    # 5. outputs: the complete results.json first (the single source), then the item tables and the report
     created = res.now_utc()  # one creation time for the record, its report and its final rewrite
 
     def record() -> dict:
@@ -316,8 +337,8 @@ def run_audit(config: RunConfig, log: Log | None = None) -> Path:
     results_path = out / "results.json"
     if not main:
         return results_path
-    res.write_items(items, out, evaluation.get("item_metrics"))
     res.write_results(record(), out)
+    res.write_items(items, out, evaluation.get("item_metrics"))
     with clock("report"):
         reports = render(record(), out, config.formats, say)
     res.write_results(record(), out)  # again, now with the report's timing

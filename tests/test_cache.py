@@ -138,3 +138,34 @@ def test_another_programs_database_is_refused_untouched(tmp_path):
             ScoreCache(path)
         with sqlite3.connect(path) as conn:
             assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")] == [ddl.split()[2]]
+
+
+def test_a_full_disk_under_the_cache_is_a_one_line_error(tmp_path):
+    """SQLite failing mid-run (disk full, file damaged) is the user's to fix: ConfigError naming the cache."""
+    import sqlite3
+
+    import numpy as np
+    from cvaudit.audit.errors import ConfigError
+
+    cache = ScoreCache(tmp_path / "c.sqlite")
+    cache.put_many({b"a": np.zeros(3, np.float32)})
+
+    class Full:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def executemany(self, *a):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        execute = executemany
+
+        def rollback(self):
+            self.conn.rollback()
+
+    real, cache._conn = cache._conn, Full(cache._conn)
+    with pytest.raises(ConfigError, match=r"cannot write to the score cache .*c\.sqlite: database or disk is full"):
+        cache.put_many({b"b": np.ones(3, np.float32)})
+    with pytest.raises(ConfigError, match="cannot read the score cache"):
+        cache.get_many([b"a"])
+    cache._conn = real
+    assert set(cache.get_many([b"a", b"b"])) == {b"a"}  # what was stored before is kept

@@ -7,6 +7,7 @@ distributions against a hand computation from the respondent frame.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -180,7 +181,7 @@ def test_unknown_reference_fails_before_scoring(tmp_path, tiny_llama_dir):
 
     with pytest.raises(ConfigError, match="valid: Male, Female|valid: Female, Male"):
         run_audit(config(tmp_path, tiny_llama_dir, reference=(("sex", "Nonbinary"),)))
-    assert json.loads((tmp_path / "out" / "results.json").read_text())["complete"] is False
+    assert not (tmp_path / "out" / "results.json").exists()
 
 
 @pytest.mark.slow
@@ -298,16 +299,39 @@ def test_unavailable_attributes_are_recorded(tmp_path, tiny_llama_dir):
     assert any("'settlement' not audited" in n for n in r["metric_notes"])
 
 
-def test_failed_rerun_leaves_no_stale_tables_or_report(tmp_path, tiny_llama_dir):
-    """A re-run into a finished OUT that then fails must not leave the old items/report beside a pending record."""
-    from cvaudit.audit.errors import DataError
+def test_rerun_refused_on_bad_input_keeps_the_finished_audit(tmp_path, tiny_llama_dir):
+    """Bad input in a re-run (survey file, reference, model) is refused before OUT is touched."""
+    from cvaudit.audit.errors import CVAuditError
     from cvaudit.audit.run import run_audit
 
     out = tmp_path / "out"
     run_audit(config(tmp_path, tiny_llama_dir, limit=1, formats=("html",)))
-    assert {"items.csv", "items.parquet", "report.html"} <= {p.name for p in out.iterdir()}
-    with pytest.raises(DataError):
-        run_audit(config(tmp_path, tiny_llama_dir, limit=1, wvs_file=str(tmp_path / "missing.csv")))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {"results.json", "items.csv", "items.parquet", "report.html"} == set(before)
+    for bad in ({"wvs_file": str(tmp_path / "missing.csv")}, {"reference": (("sex", "Martian"),)},
+                {"model": str(tmp_path / "no-such-model")}):  # fmt: skip
+        with pytest.raises(CVAuditError):
+            run_audit(config(tmp_path, tiny_llama_dir, limit=1, formats=("html",), **bad))
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before, bad
+
+
+def test_failed_rerun_leaves_no_stale_tables_or_report(tmp_path, tiny_llama_dir, monkeypatch):
+    """A re-run that fails once scoring has begun leaves only its pending record, no old items or report."""
+    from cvaudit.audit.engine import Engine
+    from cvaudit.audit.errors import ModelError
+    from cvaudit.audit.run import run_audit
+
+    out = tmp_path / "out"
+    run_audit(config(tmp_path, tiny_llama_dir, limit=1, formats=("html",)))
+    (out / ".report.html.x1y2.tmp").write_text("<html>half")  # what a kill inside an atomic write leaves
+
+    def fail(self, *a, **k):
+        raise ModelError("the model produced NaN/inf logits (simulated)")
+
+    monkeypatch.setattr(Engine, "distributions", fail)
+    monkeypatch.setattr(Engine, "logprobs", fail)
+    with pytest.raises(ModelError):
+        run_audit(config(tmp_path, tiny_llama_dir, limit=2, formats=("html",)))
     assert [p.name for p in out.iterdir()] == ["results.json"]
     assert json.loads((out / "results.json").read_text())["complete"] is False
 
@@ -351,3 +375,66 @@ def test_report_shows_the_results_creation_time(tmp_path, tiny_llama_dir):
     r = json.loads(run_audit(config(tmp_path, tiny_llama_dir, limit=1, formats=("html",))).read_text())
     html = (tmp_path / "out" / "report.html").read_text()
     assert r["created_at"] and f"<td>{r['created_at']}</td>" in html
+
+
+def test_a_second_run_into_the_same_out_is_refused(tmp_path, tiny_llama_dir):
+    """Two runs writing one OUT would mix their tables and report: the second is refused while the first holds it."""
+    import fcntl
+
+    from cvaudit.audit.errors import ConfigError
+    from cvaudit.audit.io import LOCK_NAME, exclusive_output
+    from cvaudit.audit.run import run_audit
+
+    out = tmp_path / "out"
+    with exclusive_output(out):  # what a run in another process holds
+        held = os.open(out / LOCK_NAME, os.O_RDWR)
+        with pytest.raises(OSError):  # the lock is real: a third party cannot take it either
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(held)
+        with pytest.raises(ConfigError, match="another cvaudit run is writing to"):
+            run_audit(config(tmp_path, tiny_llama_dir, limit=1))
+        assert list(out.iterdir()) == [out / LOCK_NAME]  # the refused run wrote nothing
+    assert not (out / LOCK_NAME).exists()
+    run_audit(config(tmp_path, tiny_llama_dir, limit=1))  # free again once the first is done
+    assert {p.name for p in out.iterdir()} == {"results.json", "items.csv", "items.parquet"}
+
+
+def test_results_are_complete_before_the_item_tables_are_written(tmp_path, tiny_llama_dir, monkeypatch):
+    """The tables come after the complete results.json, so they never sit beside a pending record."""
+    from cvaudit.audit import results as res
+    from cvaudit.audit.run import run_audit
+
+    seen = []
+    original = res.write_items
+
+    def spy(items, out, *a, **k):
+        seen.append(json.loads((out / "results.json").read_text())["complete"])
+        return original(items, out, *a, **k)
+
+    monkeypatch.setattr(res, "write_items", spy)
+    run_audit(config(tmp_path, tiny_llama_dir, limit=1))
+    assert seen == [True]
+
+
+def test_a_rerun_removes_an_earlier_export(tmp_path, tiny_llama_dir):
+    """`cvaudit export` into OUT, then a new run: the old model-card files describe no current results."""
+    from cvaudit.audit.run import run_audit
+    from cvaudit.reports.export import export
+
+    out = tmp_path / "out"
+    export(run_audit(config(tmp_path, tiny_llama_dir, limit=1)), out)
+    assert (out / "model_card_metrics.json").exists() and (out / "model-index.yaml").exists()
+    run_audit(config(tmp_path, tiny_llama_dir, limit=2))
+    assert not (out / "model_card_metrics.json").exists() and not (out / "model-index.yaml").exists()
+
+
+def test_a_resumed_run_says_how_many_scores_came_from_the_cache(tmp_path, tiny_llama_dir):
+    from cvaudit.audit.run import run_audit
+
+    first, second = [], []
+    run_audit(config(tmp_path, tiny_llama_dir, limit=1), log=first.append)
+    run_audit(config(tmp_path, tiny_llama_dir, limit=2), log=second.append)
+    assert not any(m.startswith("scores:") for m in first)
+    done = json.loads((tmp_path / "out" / "results.json").read_text())["timings"]["engine"]
+    assert done["cached"] > 0 and done["computed"] > 0
+    assert f"scores: {done['cached']} from the cache {tmp_path / 'scores.sqlite'}, {done['computed']} computed" in second
