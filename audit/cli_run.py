@@ -122,7 +122,8 @@ def _run_callback(**kw: Any) -> None:
         questions=kw["questions"], attributes=kw["attributes"], intersections=kw["intersections"],
         min_size=kw["min_size"], limit=kw["limit"], batch_size=kw["batch_size"], seed=kw["seed"],
         n_boot=kw["n_boot"], level=kw["level"], tau=kw["tau"], alpha=kw["alpha"],
-        reference=tuple(kw["reference"]), respondents=kw["respondent_bootstrap"], out=kw["out"], cache=kw["cache"], no_cache=kw["no_cache"],
+        reference=tuple(kw["reference"]), respondents=kw["respondent_bootstrap"],
+        noise_correction=not kw["no_noise_correction"], out=kw["out"], cache=kw["cache"], no_cache=kw["no_cache"],
         formats=formats, progress=not kw["quiet"],
     )  # fmt: skip
     _execute(config)
@@ -154,6 +155,7 @@ _RUN_OPTIONS = [
     click.Option(["--alpha"], default=_D.alpha, show_default=True, help="Significance level (Holm-adjusted) for flags."),
     click.Option(["--reference"], multiple=True, metavar="ATTRIBUTE=GROUP", help="Reference group for flags (repeatable). Default: largest group."),
     click.Option(["--respondent-bootstrap"], is_flag=True, help="Also resample each group's respondents in the bootstrap: intervals include survey sampling error."),
+    click.Option(["--no-noise-correction"], is_flag=True, help="Flag on the raw figures, without subtracting the shift a group's sample size alone gives (see docs/metrics.md)."),
     click.Option(["--out"], default=_D.out, show_default=True, type=click.Path(file_okay=False), help="Output directory."),
     click.Option(["--cache"], default=None, type=click.Path(dir_okay=False), help="Score cache file (SQLite). Default: ~/.cache/cvaudit/scores.sqlite."),
     click.Option(["--no-cache"], is_flag=True, help="Do not read or write the score cache."),

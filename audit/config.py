@@ -118,6 +118,7 @@ class RunConfig:
     alpha: float = 0.05
     reference: tuple[tuple[str, str], ...] = ()
     respondents: bool = False  # also resample each group's respondents in the bootstrap (wider, honest CIs)
+    noise_correction: bool = True  # flags net of each group's sampling-noise shift (cvaudit.metrics.noise)
     out: str = "cvaudit-out"
     cache: str | None = None  # None: cvaudit.audit.embedded.cache_root()/scores.sqlite
     no_cache: bool = False
@@ -165,6 +166,7 @@ class RunConfig:
         set_("allow_pickle", bool(self.allow_pickle))
         set_("no_cache", bool(self.no_cache))
         set_("respondents", bool(self.respondents))
+        set_("noise_correction", bool(self.noise_correction))
         set_("progress", bool(self.progress))
 
     @staticmethod

@@ -210,7 +210,7 @@ def metrics_config(config: RunConfig) -> Any:
 
     return MetricsConfig(
         n_boot=config.n_boot, level=config.level, seed=config.seed, tau=config.tau, alpha=config.alpha,
-        reference=config.reference, respondents=config.respondents,
+        reference=config.reference, respondents=config.respondents, noise_correction=config.noise_correction,
     )  # fmt: skip
 
 

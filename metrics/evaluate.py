@@ -19,6 +19,7 @@ from .bootstrap import percentile_ci, question_indices, replicate_counts
 from .disparity import FIGURES, best_worst, disparity_figures
 from .flags import choose_reference, flag_attribute, holm_floor, replicates_to_flag
 from .item import batch_from_items, compute_metrics
+from .noise import DRAWS, item_sizes, size_shift
 from .registry import MetricSpec, metric_specs
 
 if TYPE_CHECKING:
@@ -44,6 +45,9 @@ class MetricsConfig:
     reference: tuple[tuple[str, str], ...] = ()
     respondents: bool = False
     chunk: int = 50  # replicates per block in the respondent bootstrap (bounds memory)
+    # flags compare groups net of the shift survey sampling noise alone gives each (metrics/noise.py)
+    noise_correction: bool = True
+    noise_draws: int = DRAWS
 
 
 def _num(x: Any) -> float | None:
@@ -173,6 +177,8 @@ def evaluate(
     gmeans = {n: point[n].group_means()[0] for n in specs}
     rmeans = {n: reps[n].group_means() for n in specs}  # (B, G)
     gci = {n: percentile_ci(rmeans[n], config.level) for n in specs}
+    correct = bool(config.noise_correction) and n_boot > 0 and config.noise_draws > 0
+    item_n = item_sizes(items, groups) if correct else None
 
     # 3. overall
     overall = {}
@@ -207,6 +213,8 @@ def evaluate(
                 f"{config.alpha:g} and no group can be flagged; re-run with --n-boot "
                 f"{replicates_to_flag(len(rows) - 1, config.alpha)} or more"
             )
+        shifts = (size_shift(batch, item_n, layout, rows, ref_local, list(specs), config.seed, config.noise_draws,
+                             config.chunk) if item_n is not None and len(rows) > 1 else {})  # fmt: skip
         for n, spec in specs.items():
             if country and attr != COUNTRY_ATTRIBUTE:
                 o_point, o_reps = gmeans[n][country[0]][None], rmeans[n][:, country[0]]
@@ -230,13 +238,27 @@ def evaluate(
             elif np.isfinite(gmeans[n][rows]).sum() < 2:
                 entry["note"] = "fewer than two groups with a defined value: disparity not defined"
             disparity.append(entry)
-            ci_rows = (gci[n][0][rows], gci[n][1][rows])
-            flags = flag_attribute(gmeans[n][rows], rmeans[n][:, rows] if n_boot else None,
+            # flags compare groups net of their sampling-noise shift (a constant per group: the
+            # interval and the paired replicates move with the point)
+            shift = shifts[n] if n in shifts else np.zeros(len(rows))
+            pts = gmeans[n][rows]
+            gap = np.nan_to_num(pts - pts[ref_local])
+            # only the part of a gap that sample size explains is taken off: the shift never adds a gap
+            removed = np.clip(shift, np.minimum(gap, 0.0), np.maximum(gap, 0.0))
+            centre = np.zeros(len(rows))
+            if use_resp and correct:
+                # resampled respondents move the replicates by the sampling bias again: centre them on the point
+                with np.errstate(invalid="ignore"):
+                    centre = np.nan_to_num(np.nanmean(rmeans[n][:, rows], axis=0) - pts)
+            ci_rows = (gci[n][0][rows] - centre - removed, gci[n][1][rows] - centre - removed)
+            flags = flag_attribute(pts - removed, rmeans[n][:, rows] - centre - removed if n_boot else None,
                                    ci_rows if n_boot else None, ref_local, spec.higher_is_better,
                                    config.tau, config.alpha)  # fmt: skip
-            for i, fl in zip(rows, flags):
+            for i, fl, sh, rm in zip(rows, flags, shift, removed):
                 flag_out[int(i)][n] = {"status": fl.status, "ratio": _num(fl.ratio),
-                                       "p_value": _num(fl.p_value), "p_holm": _num(fl.p_holm)}  # fmt: skip
+                                       "p_value": _num(fl.p_value), "p_holm": _num(fl.p_holm),
+                                       "noise_shift": _num(sh) if correct else None,
+                                       "noise_removed": _num(rm) if correct else None}  # fmt: skip
 
     groups_out = []
     for i, (attr, label) in enumerate(layout.groups):
@@ -255,7 +277,8 @@ def evaluate(
         "categories": agg.category_table(items, values, layout),
         "disparity": disparity,
         "flags": {"tau": float(config.tau), "alpha": float(config.alpha), "correction": "holm",
-                  "reference": ref_out},  # fmt: skip
+                  "reference": ref_out, "noise_corrected": correct,
+                  "noise_draws": int(config.noise_draws) if correct else 0},  # fmt: skip
         "bootstrap": {"unit": "question", "replicates": int(n_boot), "level": float(config.level),
                       "seed": int(config.seed), "respondents": use_resp},  # fmt: skip
         "metric_notes": list(dict.fromkeys(notes)),

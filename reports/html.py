@@ -174,7 +174,9 @@ def _test_line(flag: Any, reference: bool) -> str:
     if not isinstance(flag, dict) or num(flag.get("ratio")) is None:
         return ""
     p = num(flag.get("p_holm"))
-    return f"ratio {fmt(flag.get('ratio'))}" + ("" if p is None else f" · Holm p {fmt(p, 3)}")
+    shift = num(flag.get("noise_shift"))
+    return (f"ratio {fmt(flag.get('ratio'))}" + ("" if p is None else f" · Holm p {fmt(p, 3)}")
+            + ("" if shift is None or abs(shift) < 5e-4 else f" · size shift {shift:+.3f}"))  # fmt: skip
 
 
 def _disparity(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -215,7 +217,8 @@ def _verdict(record: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
                            "best": str(d.get("best_group") or "—"), "worst": str(d.get("worst_group") or "—")})  # fmt: skip
     flags = record.get("flags") or {}
     return {"overall": orows, "favoured": flagged["favoured"], "disfavoured": flagged["disfavoured"],
-            "widest": widest, "tau": fmt(flags.get("tau"), 2), "alpha": fmt(flags.get("alpha"), 2)}  # fmt: skip
+            "widest": widest, "tau": fmt(flags.get("tau"), 2), "alpha": fmt(flags.get("alpha"), 2),
+            "noise_corrected": flags.get("noise_corrected") is True, "noise_draws": flags.get("noise_draws")}  # fmt: skip
 
 
 def _heatmaps(record: dict[str, Any], metrics: list[str]) -> list[dict[str, Any]]:

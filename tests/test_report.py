@@ -329,3 +329,20 @@ def test_heatmap_figures_also_come_as_a_table(record):
         v = c.get("value")
         shown = rows[f"{c['attribute']}: {c['group']}"][col]
         assert shown == (f"{v:.2f}" if v is not None and math.isfinite(v) else "–"), (c, shown)
+
+
+def test_report_says_flags_are_net_of_the_size_shift(record):
+    import copy
+
+    text = _text(render_html(record))
+    assert "net of the size shift" in text and "the shift never adds a gap" in text
+    shifts = [f["noise_shift"] for g in record["groups"] for f in g["flags"].values()
+              if f.get("noise_shift") is not None and abs(f["noise_shift"]) >= 5e-4]  # fmt: skip
+    assert shifts and f"size shift {shifts[0]:+.3f}" in text
+    raw = copy.deepcopy(record)
+    raw["flags"]["noise_corrected"] = False
+    for g in raw["groups"]:
+        for f in g["flags"].values():
+            f["noise_shift"] = f["noise_removed"] = None
+    text = _text(render_html(raw))
+    assert "computed on the raw figures" in text and not re.search(r"size shift [+-]\d", text)

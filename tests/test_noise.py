@@ -1,0 +1,131 @@
+"""The size shift: a small group drawn from the reference's own population is not flagged for its size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from cvaudit.metrics import MetricsConfig, evaluate
+from cvaudit.metrics import aggregate as agg
+from cvaudit.metrics.item import batch_from_items, compute_metrics
+from cvaudit.metrics.noise import item_sizes, size_shift
+
+METRICS = ["accuracy", "nmae", "representativeness", "similarity"]
+
+
+def survey(sizes: dict[str, int], n_q: int, seed: int, model_noise: float = 0.3, shifted: str | None = None):
+    """Items for one attribute: every group answers from one population (unless ``shifted``), sampled at its size;
+    one model answer for all, close to the population (the case where size alone looks like bias)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    pops, models, others = [], [], []
+    for q in range(n_q):
+        k = (3, 4, 5, 10)[q % 4]
+        p = rng.dirichlet(np.ones(k))
+        z = np.log(p) + model_noise * rng.standard_normal(k)
+        pops.append(p)
+        models.append(np.exp(z) / np.exp(z).sum())
+        others.append(rng.dirichlet(np.ones(k)))
+    for label, n in sizes.items():
+        for q in range(n_q):
+            pop = others[q] if label == shifted else pops[q]
+            h = rng.multinomial(n, pop) / n
+            rows.append({"attribute": "grp", "group": label, "question": f"Q{q}", "category": "c",
+                         "positions": list(range(len(h))), "model_dist": list(models[q]), "human_dist": list(h),
+                         "human_mode": [int(i) for i in np.flatnonzero(h >= h.max() - 1e-9)], "n": n,
+                         "n_eff": float(n)})  # fmt: skip
+    groups = pd.DataFrame({"attribute": "grp", "group": list(sizes), "n": list(sizes.values()),
+                           "n_eff": [float(v) for v in sizes.values()]})  # fmt: skip
+    return pd.DataFrame(rows), groups
+
+
+def shifts(items, groups, draws=200, seed=0):
+    batch = batch_from_items(items)
+    layout = agg.make_layout(items, [(a, g) for a, g in zip(groups["attribute"], groups["group"])])
+    rows = layout.attribute_rows()["grp"]
+    return size_shift(batch, item_sizes(items, groups), layout, rows, 0, METRICS, seed, draws)
+
+
+def test_shift_grows_as_the_group_shrinks_and_is_zero_for_the_reference():
+    items, groups = survey({"big": 3000, "mid": 300, "small": 30, "tiny": 12}, n_q=60, seed=1)
+    s = shifts(items, groups)
+    for m in METRICS:
+        assert s[m][0] == 0.0  # the reference
+    # distances to a sample only grow as the sample shrinks; the modal answer gets less stable
+    for m in ("similarity", "representativeness", "accuracy"):
+        assert s[m][1] > s[m][2] > s[m][3] and s[m][3] < -0.01, (m, s[m])
+    assert s["nmae"][1] < s["nmae"][2] < s["nmae"][3] and s["nmae"][3] > 0.01
+
+
+def test_shift_predicts_what_resampling_the_population_does():
+    """Over many surveys from known populations, the mean shift at n=30 equals the mean gap sample size made."""
+    gaps, predicted = [], []
+    for seed in range(40):
+        items, groups = survey({"big": 4000, "small": 30}, n_q=40, seed=100 + seed)
+        im = pd.DataFrame(compute_metrics(batch_from_items(items), METRICS))
+        im["group"] = items["group"].to_numpy()
+        means = im.groupby("group")[METRICS].mean()
+        gaps.append((means.loc["small"] - means.loc["big"]).to_numpy())
+        s = shifts(items, groups, draws=100, seed=seed)
+        predicted.append([s[m][1] for m in METRICS])
+    np.testing.assert_allclose(np.mean(predicted, axis=0), np.mean(gaps, axis=0), atol=0.01)
+    assert np.mean(gaps, axis=0)[METRICS.index("similarity")] < -0.03  # the effect being corrected is not small
+
+
+def test_flags_net_of_the_shift_stop_flagging_sample_size():
+    """Same population, sizes 3000 vs 25: the raw comparison calls the small group worse; net of its size
+    shift it is not; a group that truly answers differently is still found."""
+    items, groups = survey({"big": 3000, "small": 25, "other": 3000}, n_q=150, seed=7, shifted="other")
+    raw = evaluate(items, groups, MetricsConfig(n_boot=400, noise_correction=False))
+    net = evaluate(items, groups, MetricsConfig(n_boot=400))
+    by = {r["group"]: r["flags"] for r in raw["groups"]}
+    bn = {r["group"]: r["flags"] for r in net["groups"]}
+    assert by["small"]["similarity"]["p_holm"] < 0.05  # size alone is "significant" on the raw figures
+    assert bn["small"]["similarity"]["p_holm"] > 0.05
+    assert bn["small"]["similarity"]["noise_shift"] < -0.03 and by["small"]["similarity"]["noise_shift"] is None
+    assert all(bn["small"][m]["status"] == "neutral" for m in METRICS)
+    assert bn["other"]["similarity"]["p_holm"] < 0.05 and bn["other"]["similarity"]["status"] == "disfavoured"
+    # the figures themselves are as measured either way
+    assert [g["metrics"] for g in raw["groups"]] == [g["metrics"] for g in net["groups"]]
+    assert net["flags"]["noise_corrected"] is True and raw["flags"]["noise_corrected"] is False
+
+
+def test_shift_is_deterministic_and_needs_sizes():
+    items, groups = survey({"big": 500, "small": 40}, n_q=10, seed=3)
+    a, b = shifts(items, groups, seed=5), shifts(items, groups, seed=5)
+    for m in METRICS:
+        assert a[m].tolist() == b[m].tolist()
+    no_sizes = items.drop(columns=["n_eff"])
+    groups_nan = groups.assign(n_eff=np.nan, n=np.nan)
+    s = shifts(no_sizes, groups_nan)
+    assert all(np.all(s[m] == 0.0) for m in METRICS)  # nothing known about sizes: no shift, not NaN
+
+
+@pytest.mark.parametrize("n_boot", [0])
+def test_no_bootstrap_no_shift(n_boot):
+    items, groups = survey({"big": 500, "small": 40}, n_q=10, seed=3)
+    res = evaluate(items, groups, MetricsConfig(n_boot=n_boot))
+    assert res["flags"]["noise_corrected"] is False
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_shift_only_ever_removes_flags(seed):
+    """Net of the size shift a p-value can only rise and a flag only disappear: the correction never adds a gap."""
+    rng = np.random.default_rng(seed)
+    sizes = {f"g{i}": int(n) for i, n in enumerate(rng.integers(20, 2000, size=6))}
+    sizes["g0"], sizes["g3"] = 3000, 2500  # the reference; a group that truly answers differently, easy to find
+    items, groups = survey(sizes, n_q=60, seed=seed, model_noise=float(rng.uniform(0.2, 1.0)), shifted="g3")
+    raw = evaluate(items, groups, MetricsConfig(n_boot=300, noise_correction=False))
+    net = evaluate(items, groups, MetricsConfig(n_boot=300))
+    flagged = 0
+    for r, t in zip(raw["groups"], net["groups"]):
+        for m in METRICS:
+            fr, fn = r["flags"][m], t["flags"][m]
+            if fr["status"] == "reference":
+                assert fn["noise_removed"] == 0.0
+                continue
+            assert fn["p_holm"] >= fr["p_holm"] - 1e-12, (r["group"], m)
+            assert fn["status"] in (fr["status"], "neutral"), (r["group"], m)
+            assert abs(fn["noise_removed"]) <= abs(fn["noise_shift"]) + 1e-12
+            flagged += fr["status"] != "neutral"
+    assert flagged  # the shifted group gives the check something to hold
