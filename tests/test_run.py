@@ -438,3 +438,19 @@ def test_a_resumed_run_says_how_many_scores_came_from_the_cache(tmp_path, tiny_l
     done = json.loads((tmp_path / "out" / "results.json").read_text())["timings"]["engine"]
     assert done["cached"] > 0 and done["computed"] > 0
     assert f"scores: {done['cached']} from the cache {tmp_path / 'scores.sqlite'}, {done['computed']} computed" in second
+
+
+def test_noise_correction_reaches_the_results(tmp_path, tiny_llama_dir):
+    from click.testing import CliRunner
+    from cvaudit.audit.cli import cli
+
+    args = ["run", "--model", str(tiny_llama_dir), "--attributes", "sex,age", "--limit", "2", "--n-boot", "50",
+            "--cache", str(tmp_path / "s.sqlite"), "--format", "", "--quiet"]  # fmt: skip
+    for extra, want in (([], True), (["--no-noise-correction"], False)):
+        out = tmp_path / f"o{int(want)}"
+        res = CliRunner().invoke(cli, [*args, "--out", str(out), *extra])
+        assert res.exit_code == 0, res.output
+        record = json.loads((out / "results.json").read_text())
+        assert record["flags"]["noise_corrected"] is want and record["config"]["noise_correction"] is want
+        shifts = [f["noise_shift"] for g in record["groups"] for f in g["flags"].values()]
+        assert all((s is not None) == want for s in shifts)
