@@ -233,6 +233,11 @@ def evaluate(
             entry["best_group"] = labels[best] if ranked else None
             entry["worst_group"] = labels[worst] if ranked else None
             entry["reference_group"] = labels[ref_local]
+            # how much of the gap the two extreme groups' sample sizes alone would give (docs/metrics.md)
+            entry["gap_from_size"] = None
+            if ranked and n in shifts:
+                top, bottom = (best, worst) if spec.higher_is_better else (worst, best)  # max and min value
+                entry["gap_from_size"] = _num(shifts[n][top] - shifts[n][bottom])
             if len(rows) < 2:
                 entry["note"] = "single group: disparity not defined"
             elif np.isfinite(gmeans[n][rows]).sum() < 2:

@@ -213,7 +213,9 @@ def _verdict(record: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
                  and num((d.get("gap") or {}).get("value")) is not None]  # fmt: skip
         if cands:
             d = max(cands, key=lambda d: num(d["gap"]["value"]) or 0.0)
+            size = num(d.get("gap_from_size"))
             widest.append({"metric": title(m), "attribute": str(d["attribute"]), "gap": fmt_fig(d.get("gap")),
+                           "size": "—" if size is None else fmt(size),
                            "best": str(d.get("best_group") or "—"), "worst": str(d.get("worst_group") or "—")})  # fmt: skip
     flags = record.get("flags") or {}
     return {"overall": orows, "favoured": flagged["favoured"], "disfavoured": flagged["disfavoured"],

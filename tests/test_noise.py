@@ -129,3 +129,13 @@ def test_the_shift_only_ever_removes_flags(seed):
             assert abs(fn["noise_removed"]) <= abs(fn["noise_shift"]) + 1e-12
             flagged += fr["status"] != "neutral"
     assert flagged  # the shifted group gives the check something to hold
+
+
+def test_gap_from_size_explains_a_gap_between_groups_of_one_population():
+    items, groups = survey({"big": 4000, "small": 30}, n_q=120, seed=11)
+    res = evaluate(items, groups, MetricsConfig(n_boot=200))
+    d = next(e for e in res["disparity"] if e["metric"] == "similarity")
+    assert (d["best_group"], d["worst_group"]) == ("big", "small")
+    assert d["gap"]["value"] > 0.05 and abs(d["gap_from_size"] - d["gap"]["value"]) < 0.02  # all of it, nearly
+    raw = evaluate(items, groups, MetricsConfig(n_boot=200, noise_correction=False))
+    assert all(e["gap_from_size"] is None for e in raw["disparity"])
