@@ -75,3 +75,17 @@ def test_gpu_check_tools_on_cpu(tmp_path, tiny_llama_dir, smollm2_dir):
     for method in ("persona", "disca"):
         done = json.loads((out / "run" / method / "results.json").read_text())
         assert done["complete"] and done["method"]["name"] == method and (out / "run" / method / "report.html").is_file()
+
+
+def test_flags_under_null_benchmark_runs_and_reports_every_scenario():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "flags_under_null.py"
+    proc = subprocess.run([sys.executable, str(script), "--surveys", "2", "--replicates", "50"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("share of surveys") == 4
+    for metric in ("accuracy", "nmae", "representativeness", "similarity"):
+        assert proc.stdout.count(metric) == 4
