@@ -213,8 +213,18 @@ def evaluate(
                 f"{config.alpha:g} and no group can be flagged; re-run with --n-boot "
                 f"{replicates_to_flag(len(rows) - 1, config.alpha)} or more"
             )
-        shifts = (size_shift(batch, item_n, layout, rows, ref_local, list(specs), config.seed, config.noise_draws,
-                             config.chunk) if item_n is not None and len(rows) > 1 else {})  # fmt: skip
+        shifts: dict[str, np.ndarray] = {}
+        if item_n is not None and len(rows) > 1:
+            ref_meta = meta[int(rows[ref_local])]
+            ref_size = ref_meta["n_eff"] if ref_meta["n_eff"] is not None else ref_meta["n"]
+            shifts = size_shift(batch, item_n, layout, rows, ref_local, list(specs), config.seed, config.noise_draws,
+                                config.chunk, ref_size=ref_size)  # fmt: skip
+            unknown = [labels[k] for k in range(len(rows)) if k != ref_local
+                       and point[first].counts[0, rows[k]] > 0 and not np.isfinite(shifts[first][k])]  # fmt: skip
+            if unknown:
+                notes.append(f"attribute {attr!r}: no sample size for {', '.join(unknown[:5])}"
+                             f"{' and others' if len(unknown) > 5 else ''}; their flags are on the raw figures "
+                             "(give groups n or n_eff)")  # fmt: skip
         for n, spec in specs.items():
             if country and attr != COUNTRY_ATTRIBUTE:
                 o_point, o_reps = gmeans[n][country[0]][None], rmeans[n][:, country[0]]
@@ -245,25 +255,29 @@ def evaluate(
             disparity.append(entry)
             # flags compare groups net of their sampling-noise shift (a constant per group: the
             # interval and the paired replicates move with the point)
-            shift = shifts[n] if n in shifts else np.zeros(len(rows))
+            shift = shifts[n] if n in shifts else np.full(len(rows), np.nan)
             pts = gmeans[n][rows]
             gap = np.nan_to_num(pts - pts[ref_local])
             # only the part of a gap that sample size explains is taken off: the shift never adds a gap
-            removed = np.clip(shift, np.minimum(gap, 0.0), np.maximum(gap, 0.0))
-            centre = np.zeros(len(rows))
-            if use_resp and correct:
-                # resampled respondents move the replicates by the sampling bias again: centre them on the point
-                with np.errstate(invalid="ignore"):
-                    centre = np.nan_to_num(np.nanmean(rmeans[n][:, rows], axis=0) - pts)
-            ci_rows = (gci[n][0][rows] - centre - removed, gci[n][1][rows] - centre - removed)
-            flags = flag_attribute(pts - removed, rmeans[n][:, rows] - centre - removed if n_boot else None,
-                                   ci_rows if n_boot else None, ref_local, spec.higher_is_better,
-                                   config.tau, config.alpha)  # fmt: skip
-            for i, fl, sh, rm in zip(rows, flags, shift, removed):
-                flag_out[int(i)][n] = {"status": fl.status, "ratio": _num(fl.ratio),
-                                       "p_value": _num(fl.p_value), "p_holm": _num(fl.p_holm),
-                                       "noise_shift": _num(sh) if correct else None,
-                                       "noise_removed": _num(rm) if correct else None}  # fmt: skip
+            removed = np.clip(np.nan_to_num(shift), np.minimum(gap, 0.0), np.maximum(gap, 0.0))
+            ci_rows = (gci[n][0][rows], gci[n][1][rows])
+            args = (ref_local, spec.higher_is_better, config.tau, config.alpha)
+            raw = flag_attribute(pts, rmeans[n][:, rows] if n_boot else None, ci_rows if n_boot else None, *args)
+            net = flag_attribute(pts - removed, rmeans[n][:, rows] - removed if n_boot else None,
+                                 (ci_rows[0] - removed, ci_rows[1] - removed) if n_boot else None, *args)  # fmt: skip
+            for i, r, t, sh, rm in zip(rows, raw, net, shift, removed):
+                # by construction the correction can only remove a flag or raise a p-value (with resampled
+                # respondents a constant shift of the replicates is not monotone on its own)
+                status = t.status if t.status == r.status or not correct else (
+                    "neutral" if r.status in ("favoured", "disfavoured", "neutral") else r.status)
+                p_value, p_holm = ((float(np.fmax(t.p_value, r.p_value)), float(np.fmax(t.p_holm, r.p_holm)))
+                                   if correct else (r.p_value, r.p_holm))  # fmt: skip
+                defined = t.status not in ("undefined",) and correct
+                flag_out[int(i)][n] = {"status": status, "ratio": _num(r.ratio), "p_value": _num(p_value),
+                                       "p_holm": _num(p_holm),
+                                       "ratio_net": _num(t.ratio) if correct else None,
+                                       "noise_shift": _num(sh) if defined else None,
+                                       "noise_removed": _num(rm) if defined and _num(sh) is not None else None}  # fmt: skip
 
     groups_out = []
     for i, (attr, label) in enumerate(layout.groups):

@@ -44,7 +44,8 @@ def _ci(fig: dict | None) -> tuple[float, float, float]:
 
 
 def group_frame(results: dict | str | os.PathLike) -> pd.DataFrame:
-    """One row per (group, metric): attribute, group, n, n_eff, metric, value, ci_lo, ci_hi, status, ratio, p_value, p_holm."""
+    """One row per (group, metric): attribute, group, n, n_eff, metric, value, ci_lo, ci_hi, status, ratio,
+    ratio_net, p_value, p_holm, noise_shift, noise_removed (the flag's fields; docs/metrics.md)."""
     import pandas as pd
 
     rows = []
@@ -54,10 +55,11 @@ def group_frame(results: dict | str | os.PathLike) -> pd.DataFrame:
             fl = (g.get("flags") or {}).get(metric) or {}
             rows.append({"attribute": g["attribute"], "group": g["group"], "n": g.get("n"), "n_eff": g.get("n_eff"),
                          "metric": metric, "value": value, "ci_lo": lo, "ci_hi": hi, "status": fl.get("status"),
-                         "ratio": _f(fl.get("ratio")), "p_value": _f(fl.get("p_value")),
-                         "p_holm": _f(fl.get("p_holm"))})  # fmt: skip
+                         "ratio": _f(fl.get("ratio")), "ratio_net": _f(fl.get("ratio_net")),
+                         "p_value": _f(fl.get("p_value")), "p_holm": _f(fl.get("p_holm")),
+                         "noise_shift": _f(fl.get("noise_shift")), "noise_removed": _f(fl.get("noise_removed"))})  # fmt: skip
     cols = ["attribute", "group", "n", "n_eff", "metric", "value", "ci_lo", "ci_hi", "status", "ratio",
-            "p_value", "p_holm"]  # fmt: skip
+            "ratio_net", "p_value", "p_holm", "noise_shift", "noise_removed"]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -166,17 +166,26 @@ def _attributes(record: dict[str, Any], metrics: list[str]) -> list[dict[str, An
     return out
 
 
+def _ratio_text(flag: dict[str, Any]) -> str:
+    """The measured ratio, and the ratio net of the size shift when that differs (what the flag rule used)."""
+    raw, net = num(flag.get("ratio")), num(flag.get("ratio_net"))
+    if net is None or raw is None or fmt(net) == fmt(raw):
+        return fmt(raw)
+    return f"{fmt(raw)} (net {fmt(net)})"
+
+
 def _test_line(flag: Any, reference: bool) -> str:
     """The ratio to the reference and the Holm p under a group's figure: a significant gap that is not
-    flagged (inside the tau band, or an interval that touches the reference) stays visible."""
+    flagged (inside the tau band, or an interval that touches the reference) stays visible, and so does
+    the part of the gap its sample size explains."""
     if reference:
         return "reference"
     if not isinstance(flag, dict) or num(flag.get("ratio")) is None:
         return ""
     p = num(flag.get("p_holm"))
-    shift = num(flag.get("noise_shift"))
-    return (f"ratio {fmt(flag.get('ratio'))}" + ("" if p is None else f" · Holm p {fmt(p, 3)}")
-            + ("" if shift is None or abs(shift) < 5e-4 else f" · size shift {shift:+.3f}"))  # fmt: skip
+    removed = num(flag.get("noise_removed"))
+    return (f"ratio {_ratio_text(flag)}" + ("" if p is None else f" · Holm p {fmt(p, 3)}")
+            + ("" if removed is None or abs(removed) < 5e-4 else f" · {removed:+.3f} from sample size"))  # fmt: skip
 
 
 def _disparity(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -203,7 +212,7 @@ def _verdict(record: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
             if status in flagged:
                 flagged[status].append({
                     "attribute": str(g["attribute"]), "group": str(g["group"]), "metric": title(m),
-                    "value": fmt_fig((g.get("metrics") or {}).get(m)), "ratio": fmt(fl.get("ratio")),
+                    "value": fmt_fig((g.get("metrics") or {}).get(m)), "ratio": _ratio_text(fl),
                     "p_holm": fmt(fl.get("p_holm"), 4),
                 })  # fmt: skip
     # the widest disparity per metric (largest gap), to name the attribute that divides most

@@ -56,7 +56,7 @@ def test_sections_match_the_results_schema():
     for m in METRICS:
         fig = g["metrics"][m]
         assert set(fig) == {"value", "ci"} and fig["ci"][0] <= fig["value"] <= fig["ci"][1]
-        assert set(g["flags"][m]) == {"status", "ratio", "p_value", "p_holm", "noise_shift", "noise_removed"}
+        assert set(g["flags"][m]) == {"status", "ratio", "p_value", "p_holm", "ratio_net", "noise_shift", "noise_removed"}
         assert set(res["overall"][m]) == {"value", "ci"}
     # overall = mean over every evaluated (group, question) cell
     assert res["overall"]["accuracy"]["value"] == pytest.approx(im["accuracy"].mean())
@@ -65,7 +65,7 @@ def test_sections_match_the_results_schema():
     assert {"attribute", "metric", *FIGS, "best_group", "worst_group", "reference_group"} <= set(d)
     assert len(res["disparity"]) == 2 * len(METRICS)
     assert res["flags"] == {"tau": 0.8, "alpha": 0.05, "correction": "holm", "noise_corrected": True,
-                            "noise_draws": 64, "reference": {"sex": groups["group"][int(np.argmax(groups["n"][:2]))],
+                            "noise_draws": 128, "reference": {"sex": groups["group"][int(np.argmax(groups["n"][:2]))],
                                           "age": groups["group"][2 + int(np.argmax(groups["n"][2:]))]}}  # fmt: skip
     assert res["bootstrap"] == {"unit": "question", "replicates": 200, "level": 0.95, "seed": 0, "respondents": False}
     cat = res["categories"][0]

@@ -96,9 +96,29 @@ def test_shift_is_deterministic_and_needs_sizes():
     for m in METRICS:
         assert a[m].tolist() == b[m].tolist()
     no_sizes = items.drop(columns=["n_eff"])
-    groups_nan = groups.assign(n_eff=np.nan, n=np.nan)
-    s = shifts(no_sizes, groups_nan)
-    assert all(np.all(s[m] == 0.0) for m in METRICS)  # nothing known about sizes: no shift, not NaN
+    s = shifts(no_sizes, groups.assign(n_eff=np.nan, n=np.nan))
+    assert all(s[m][0] == 0.0 and np.isnan(s[m][1]) for m in METRICS)  # unknown: NaN, never a silent 0
+    # a missing n_eff falls back to n; no n at all in the groups frame is not a crash
+    np.testing.assert_allclose(shifts(no_sizes, groups.assign(n_eff=np.nan))["similarity"], a["similarity"], atol=0.01)
+    res = evaluate(no_sizes, groups[["attribute", "group"]], MetricsConfig(n_boot=100))
+    small = next(g for g in res["groups"] if g["group"] == "small")
+    assert all(f["noise_shift"] is None and f["noise_removed"] is None for f in small["flags"].values())
+    assert any("no sample size for small" in n and "raw figures" in n for n in res["metric_notes"])
+
+
+def test_a_small_named_reference_still_gets_the_shift_right():
+    """The population stand-in is the attribute's largest group, not a small reference the run named."""
+    gaps, by_big, by_small = [], [], []
+    for seed in range(30):
+        items, groups = survey({"big": 4000, "small": 30}, n_q=40, seed=300 + seed)
+        layout = agg.make_layout(items, [(a, g) for a, g in zip(groups["attribute"], groups["group"])])
+        rows, batch, sizes = layout.attribute_rows()["grp"], batch_from_items(items), item_sizes(items, groups)
+        by_big.append(size_shift(batch, sizes, layout, rows, 0, ["similarity"], seed)["similarity"][1])
+        by_small.append(-size_shift(batch, sizes, layout, rows, 1, ["similarity"], seed)["similarity"][0])
+        im = compute_metrics(batch, ["similarity"])["similarity"]
+        gaps.append(im[items["group"].to_numpy() == "small"].mean() - im[items["group"].to_numpy() == "big"].mean())
+    # small minus big, seen from either reference, matches what sample size did
+    np.testing.assert_allclose([np.mean(by_big), np.mean(by_small)], [np.mean(gaps)] * 2, atol=0.01)
 
 
 @pytest.mark.parametrize("n_boot", [0])
@@ -108,15 +128,20 @@ def test_no_bootstrap_no_shift(n_boot):
     assert res["flags"]["noise_corrected"] is False
 
 
+@pytest.mark.parametrize("respondents", [False, True])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_shift_only_ever_removes_flags(seed):
-    """Net of the size shift a p-value can only rise and a flag only disappear: the correction never adds a gap."""
+def test_the_shift_only_ever_removes_flags(seed, respondents):
+    """Net of the size shift a p-value can only rise and a flag only disappear, with or without resampled
+    respondents: the correction never adds a gap."""
     rng = np.random.default_rng(seed)
     sizes = {f"g{i}": int(n) for i, n in enumerate(rng.integers(20, 2000, size=6))}
     sizes["g0"], sizes["g3"] = 3000, 2500  # the reference; a group that truly answers differently, easy to find
     items, groups = survey(sizes, n_q=60, seed=seed, model_noise=float(rng.uniform(0.2, 1.0)), shifted="g3")
-    raw = evaluate(items, groups, MetricsConfig(n_boot=300, noise_correction=False))
-    net = evaluate(items, groups, MetricsConfig(n_boot=300))
+    reps = None
+    if respondents:  # survey replicates of each item: its answers redrawn at its size
+        reps = [rng.multinomial(int(n), np.asarray(h), size=300) / int(n) for h, n in zip(items["human_dist"], items["n"])]
+    raw = evaluate(items, groups, MetricsConfig(n_boot=300, noise_correction=False, respondents=respondents), reps)
+    net = evaluate(items, groups, MetricsConfig(n_boot=300, respondents=respondents), reps)
     flagged = 0
     for r, t in zip(raw["groups"], net["groups"]):
         for m in METRICS:

@@ -335,14 +335,16 @@ def test_report_says_flags_are_net_of_the_size_shift(record):
     import copy
 
     text = _text(render_html(record))
-    assert "net of the size shift" in text and "the shift never adds a gap" in text
-    shifts = [f["noise_shift"] for g in record["groups"] for f in g["flags"].values()
-              if f.get("noise_shift") is not None and abs(f["noise_shift"]) >= 5e-4]  # fmt: skip
-    assert shifts and f"size shift {shifts[0]:+.3f}" in text
+    assert "net of the size shift" in text and "the shift never adds a flag" in text
+    removed = [f for g in record["groups"] for f in g["flags"].values()
+               if f.get("noise_removed") is not None and abs(f["noise_removed"]) >= 5e-4]  # fmt: skip
+    assert removed and f"{removed[0]['noise_removed']:+.3f} from sample size" in text
+    net = [f for f in removed if None not in (f["ratio"], f["ratio_net"]) and f"{f['ratio']:.3f}" != f"{f['ratio_net']:.3f}"]
+    assert net and f"ratio {net[0]['ratio']:.3f} (net {net[0]['ratio_net']:.3f})" in text
     raw = copy.deepcopy(record)
     raw["flags"]["noise_corrected"] = False
     for g in raw["groups"]:
         for f in g["flags"].values():
-            f["noise_shift"] = f["noise_removed"] = None
+            f["noise_shift"] = f["noise_removed"] = f["ratio_net"] = None
     text = _text(render_html(raw))
-    assert "computed on the raw figures" in text and not re.search(r"size shift [+-]\d", text)
+    assert "computed on the raw figures" in text and "from sample size" not in text and "(net " not in text
