@@ -21,11 +21,13 @@ import numpy as np
 import pandas as pd
 
 METRICS = ["accuracy", "nmae", "representativeness", "similarity"]
-SCENARIOS = {  # name: (group sizes, questions, model noise, share of the last group's answers from elsewhere)
-    "4 groups 500/200/100/30, 100 q, close model": ([500, 200, 100, 30], 100, 0.3, 0.0),
-    "10 groups 600..30, 100 q, close model": ([600, 300, 150, 100, 80, 60, 50, 40, 35, 30], 100, 0.3, 0.0),
-    "4 groups 500/200/100/30, 34 q, moderate model": ([500, 200, 100, 30], 34, 1.0, 0.0),
-    "power: 500/200/100/60, last group differs (0.5), 100 q": ([500, 200, 100, 60], 100, 1.0, 0.5),
+SCENARIOS = {  # name: (group sizes, questions, model noise, share of the last group's answers from elsewhere,
+    #                reference group named by the run or None for the largest)
+    "4 groups 500/200/100/30, 100 q, close model": ([500, 200, 100, 30], 100, 0.3, 0.0, None),
+    "10 groups 600..30, 100 q, close model": ([600, 300, 150, 100, 80, 60, 50, 40, 35, 30], 100, 0.3, 0.0, None),
+    "4 groups 500/200/100/30, 34 q, moderate model": ([500, 200, 100, 30], 34, 1.0, 0.0, None),
+    "as the first, reference named: the 30-person group": ([500, 200, 100, 30], 100, 0.3, 0.0, "g3"),
+    "power: 500/200/100/60, last group differs (0.5), 100 q": ([500, 200, 100, 60], 100, 1.0, 0.5, None),
 }
 
 
@@ -55,14 +57,16 @@ def main() -> None:
     ap.add_argument("--surveys", type=int, default=150)
     ap.add_argument("--replicates", type=int, default=500)
     args = ap.parse_args()
-    for name, (sizes, n_q, noise, lam) in SCENARIOS.items():
+    for name, (sizes, n_q, noise, lam, ref) in SCENARIOS.items():
+        named = (("grp", ref),) if ref else ()
         t0 = time.perf_counter()
         rng = np.random.default_rng(sum(map(ord, name)))  # a fixed seed per scenario
         rec = []
         for s in range(args.surveys):
             items, groups = one_survey(sizes, n_q, noise, lam, rng)
             for corrected in (False, True):
-                res = evaluate(items, groups, MetricsConfig(n_boot=args.replicates, seed=s, noise_correction=corrected))
+                config = MetricsConfig(n_boot=args.replicates, seed=s, noise_correction=corrected, reference=named)
+                res = evaluate(items, groups, config)
                 for g in res["groups"]:
                     for m, f in g["flags"].items():
                         if f["status"] != "reference":
