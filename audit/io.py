@@ -97,16 +97,24 @@ def exclusive_output(out: Path) -> Iterator[None]:
                               f"({exc.strerror or type(exc).__name__}); pass a writable --out") from None  # fmt: skip
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             os.close(fd)
             raise ConfigError(f"another cvaudit run is writing to {os.fspath(out)!r}; wait for it to finish "
                               "or pass another --out") from None  # fmt: skip
+        except OSError:  # a file system without locks (some network mounts): run unlocked, as on Windows
+            os.close(fd)
+            lock.unlink(missing_ok=True)
+            fd = -1
+            break
         try:  # the holder before us may have removed the file after we opened it: lock the current one
             if os.stat(lock).st_ino == os.fstat(fd).st_ino:
                 break
         except FileNotFoundError:
             pass
         os.close(fd)
+    if fd < 0:
+        yield
+        return
     try:
         yield
     finally:

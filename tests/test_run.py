@@ -454,3 +454,18 @@ def test_noise_correction_reaches_the_results(tmp_path, tiny_llama_dir):
         assert record["flags"]["noise_corrected"] is want and record["config"]["noise_correction"] is want
         shifts = [f["noise_shift"] for g in record["groups"] for f in g["flags"].values()]
         assert all((s is not None) == want for s in shifts)
+
+
+def test_an_output_folder_without_locks_still_runs(tmp_path, tiny_llama_dir, monkeypatch):
+    """A file system that cannot lock (some network mounts) is not mistaken for another run."""
+    import errno
+    import fcntl
+
+    from cvaudit.audit.run import run_audit
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    run_audit(config(tmp_path, tiny_llama_dir, limit=1))
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"results.json", "items.csv", "items.parquet"}
