@@ -264,20 +264,19 @@ def evaluate(
             args = (ref_local, spec.higher_is_better, config.tau, config.alpha)
             raw = flag_attribute(pts, rmeans[n][:, rows] if n_boot else None, ci_rows if n_boot else None, *args)
             net = flag_attribute(pts - removed, rmeans[n][:, rows] - removed if n_boot else None,
-                                 (ci_rows[0] - removed, ci_rows[1] - removed) if n_boot else None, *args)  # fmt: skip
+                                 (ci_rows[0] - removed, ci_rows[1] - removed) if n_boot else None,
+                                 *args) if correct else raw  # fmt: skip
             for i, r, t, sh, rm in zip(rows, raw, net, shift, removed):
                 # by construction the correction can only remove a flag or raise a p-value (with resampled
-                # respondents a constant shift of the replicates is not monotone on its own)
-                status = t.status if t.status == r.status or not correct else (
-                    "neutral" if r.status in ("favoured", "disfavoured", "neutral") else r.status)
-                p_value, p_holm = ((float(np.fmax(t.p_value, r.p_value)), float(np.fmax(t.p_holm, r.p_holm)))
-                                   if correct else (r.p_value, r.p_holm))  # fmt: skip
-                defined = t.status not in ("undefined",) and correct
-                flag_out[int(i)][n] = {"status": status, "ratio": _num(r.ratio), "p_value": _num(p_value),
-                                       "p_holm": _num(p_holm),
-                                       "ratio_net": _num(t.ratio) if correct else None,
-                                       "noise_shift": _num(sh) if defined else None,
-                                       "noise_removed": _num(rm) if defined and _num(sh) is not None else None}  # fmt: skip
+                # respondents a constant shift of the replicates is not monotone on its own); reference and
+                # undefined depend on the points' finiteness only, so they never differ between the two
+                shown = correct and t.status != "undefined" and _num(sh) is not None
+                flag_out[int(i)][n] = {"status": t.status if t.status == r.status else "neutral",
+                                       "ratio": _num(r.ratio), "ratio_net": _num(t.ratio) if correct else None,
+                                       "p_value": _num(np.fmax(t.p_value, r.p_value)),
+                                       "p_holm": _num(np.fmax(t.p_holm, r.p_holm)),
+                                       "noise_shift": _num(sh) if shown else None,
+                                       "noise_removed": _num(rm) if shown else None}  # fmt: skip
 
     groups_out = []
     for i, (attr, label) in enumerate(layout.groups):

@@ -98,33 +98,33 @@ def size_shift(
     out = {m: np.full(len(rows), np.nan) for m in names}
     for m in names:
         out[m][ref] = 0.0
+    # every item's position in ``rows`` (-1 outside the attribute)
+    pos_of_row = np.full(len(layout.groups), -1)
+    pos_of_row[rows] = np.arange(len(rows))
+    item_pos = pos_of_row[layout.row]
+    in_rows = (item_pos >= 0) & batch.valid
     # the population stand-in per question: the answers of the attribute's largest group on it (the best
-    # estimated; the reference unless the run named a smaller one)
-    in_rows = np.isin(layout.row, rows) & batch.valid
+    # estimated; the reference unless the run named a smaller one); ties go to the first item
+    cand = np.flatnonzero(in_rows)
+    cols = layout.col[cand]
+    order = np.lexsort((cand, -np.where(np.isfinite(sizes[cand]), sizes[cand], 0.0), cols))
+    first = order[np.r_[True, np.diff(cols[order]) != 0]] if len(order) else order
     best = np.full(len(layout.questions), -1)
-    best_n = np.full(len(layout.questions), -np.inf)
-    for i in np.flatnonzero(in_rows):
-        c, n_i = int(layout.col[i]), sizes[i] if np.isfinite(sizes[i]) else 0.0
-        if n_i > best_n[c]:
-            best[c], best_n[c] = i, n_i
+    best[cols[first]] = cand[first]
+    # the reference's size on each question: its own item's, else its group's
     ref_row = rows[ref]
-    ref_n = {int(c): sizes[i] for i, (r, c) in enumerate(zip(layout.row, layout.col)) if r == ref_row}
     fallback = float(ref_size) if ref_size is not None and np.isfinite(ref_size) and ref_size > 0 else np.nan
-    pos_l, gi_l, n_ref_l = [], [], []
-    for pos, g in enumerate(rows):
-        if pos == ref:
-            continue
-        for i in np.flatnonzero((layout.row == g) & batch.valid):
-            n_r = ref_n.get(int(layout.col[i]), fallback)
-            if not np.isfinite(n_r):
-                n_r = fallback
-            if np.isfinite(sizes[i]) and np.isfinite(n_r) and best[layout.col[i]] >= 0:
-                pos_l.append(pos)
-                gi_l.append(int(i))
-                n_ref_l.append(max(1.0, round(float(n_r))))
-    if not gi_l:
+    n_ref_col = np.full(len(layout.questions), fallback)
+    ref_items = np.flatnonzero(layout.row == ref_row)
+    n_ref_col[layout.col[ref_items]] = np.where(np.isfinite(sizes[ref_items]), sizes[ref_items], fallback)
+    n_ref_item = n_ref_col[layout.col]
+    use = in_rows & (item_pos != ref) & np.isfinite(sizes) & np.isfinite(n_ref_item) & (best[layout.col] >= 0)
+    gi = np.flatnonzero(use)
+    gi = gi[np.lexsort((gi, item_pos[gi]))]  # group by group, as the figures are laid out
+    if not len(gi):
         return out
-    pos_arr, gi = np.array(pos_l), np.array(gi_l)
+    pos_arr = item_pos[gi]
+    n_ref_l = np.maximum(1.0, np.round(n_ref_item[gi]))
     population = batch.human[best[layout.col[gi]]]
     sub = ItemBatch(batch.model[gi], population, batch.positions[gi], batch.k[gi], batch.ordinal[gi],
                     batch.modes[gi], np.ones(len(gi), dtype=bool))  # fmt: skip
