@@ -171,21 +171,25 @@ def _ratio_text(flag: dict[str, Any]) -> str:
     raw, net = num(flag.get("ratio")), num(flag.get("ratio_net"))
     if net is None or raw is None or fmt(net) == fmt(raw):
         return fmt(raw)
-    return f"{fmt(raw)} (net {fmt(net)})"
+    return f"{fmt(raw)} (net\u00a0{fmt(net)})"
 
 
-def _test_line(flag: Any, reference: bool) -> str:
+def _test_line(flag: Any, reference: bool) -> list[str]:
     """The ratio to the reference and the Holm p under a group's figure: a significant gap that is not
     flagged (inside the tau band, or an interval that touches the reference) stays visible, and so does
-    the part of the gap its sample size explains."""
+    the part of the gap its sample size explains. Parts, joined by " · " in the template."""
     if reference:
-        return "reference"
+        return ["reference"]
     if not isinstance(flag, dict) or num(flag.get("ratio")) is None:
-        return ""
+        return []
     p = num(flag.get("p_holm"))
     removed = num(flag.get("noise_removed"))
-    return (f"ratio {_ratio_text(flag)}" + ("" if p is None else f" · Holm p {fmt(p, 3)}")
-            + ("" if removed is None or abs(removed) < 5e-4 else f" · {removed:+.3f} from sample size"))  # fmt: skip
+    parts = [f"ratio\u00a0{_ratio_text(flag)}"]  # no-break spaces: a line may end between parts, never in a figure
+    if p is not None:
+        parts.append(f"Holm\u00a0p\u00a0{fmt(p, 3)}")
+    if removed is not None and abs(removed) >= 5e-4:
+        parts.append(f"{removed:+.3f}\u00a0from sample size")
+    return parts
 
 
 def _disparity(record: dict[str, Any]) -> list[dict[str, Any]]:

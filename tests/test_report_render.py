@@ -90,3 +90,46 @@ def test_pdf_without_synthetic_banner(tmp_path):
     pdf = render_report(make_results(n_questions=4, n_boot=20, synthetic=False), tmp_path, formats=("pdf",))[0]
     text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert "SYNTHETIC" not in text
+
+
+def _boxes(box):
+    yield box
+    for child in getattr(box, "children", None) or []:
+        yield from _boxes(child)
+
+
+def overflowing(html: str) -> list[tuple[int, str, float]]:
+    """(page, element, points past the right margin) for every box wider than its page's content area."""
+    import weasyprint
+
+    out = []
+    for i, page in enumerate(weasyprint.HTML(string=html).render().pages, start=1):
+        root = page._page_box  # WeasyPrint's laid-out box tree; no public API gives box geometry
+        right = root.content_box_x() + root.width
+        for b in _boxes(root):
+            if b is root or not hasattr(b, "margin_width"):
+                continue
+            past = b.position_x + b.margin_width() - right
+            if past > 1.0:
+                out.append((i, str(getattr(b, "element_tag", type(b).__name__)), round(past, 1)))
+    return out
+
+
+def test_no_table_runs_off_the_pdf_page(record):
+    """Every box of the PDF lies inside the page's content width: a clipped column hides figures from the reader."""
+    pytest.importorskip("weasyprint")
+    from cvaudit.reports.html import render_html
+
+    rec = dict(record)
+    # the widest group rows a real audit gives: long labels, ratio and net ratio, Holm p and a size shift
+    rec["groups"] = [dict(g, group=f"{g['group']} (secondary or post-secondary school)") for g in record["groups"]]
+    for g in rec["groups"]:
+        g["flags"] = {m: dict(f, ratio_net=(f["ratio"] or 1) * 0.987, noise_removed=-0.0123) if f.get("ratio") else f
+                      for m, f in g["flags"].items()}  # fmt: skip
+    assert overflowing(render_html(rec)) == []
+
+
+def test_overflow_check_sees_a_wide_table():
+    pytest.importorskip("weasyprint")
+    wide = "<table><tr>" + "".join(f"<td style='white-space:nowrap'>{'x' * 40}</td>" for _ in range(6)) + "</tr></table>"
+    assert overflowing(f"<html><body>{wide}</body></html>")
