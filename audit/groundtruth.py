@@ -83,3 +83,24 @@ def ground_truth(survey: SurveyData, groups: GroupSet | Sequence[Group], questio
                 "n": n, "n_eff": n_eff, "missing": int(round(sizes[gi])) - n, "suppressed": bool(suppressed),
             })
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def population_distributions(survey: SurveyData, questions: Sequence[Question]) -> dict[str, list[float]]:
+    """Question id -> the whole sample's weighted answer shares (every respondent with a valid answer).
+
+    The "population" baseline of the metrics: what a model that answered every group with the
+    country's distribution would score. Questions nobody answered validly are left out.
+    """
+    import numpy as np
+
+    frame, w = survey.frame, np.asarray(survey.weights, dtype=float)
+    out: dict[str, list[float]] = {}
+    for q in questions:
+        if q.id not in frame.columns:
+            continue
+        idx = option_index(frame[q.id].to_numpy(dtype=float), q)
+        ok = idx >= 0
+        totals = np.bincount(idx[ok], weights=w[ok], minlength=q.k)[: q.k]
+        if totals.sum() > 0:
+            out[q.id] = [float(x) for x in totals / totals.sum()]
+    return out

@@ -318,9 +318,12 @@ def _audit(config: RunConfig, say: Log, clock: Clock, method: Method, country: C
     with clock("metrics"):
         from cvaudit.metrics import evaluate
 
+        from .groundtruth import population_distributions
+
         replicates = human_replicates(config, items, survey, groupset.groups, questions)
         evaluation = evaluate(items.drop(columns=["extra"]), res.groups_frame(groupset.groups), mcfg,
-                              human_replicates=replicates)  # fmt: skip
+                              human_replicates=replicates,
+                              population=population_distributions(survey, questions))  # fmt: skip
 
     # 5. outputs: the complete results.json first (the single source), then the item tables and the report
     created = res.now_utc()  # one creation time for the record, its report and its final rewrite

@@ -8,13 +8,29 @@ questions) give sums = M0 @ W.T and counts = D @ W.T.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+def finite(x: Any) -> float | None:
+    """A float, or None for anything that is not a finite number (results.json has null, never NaN)."""
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def figure(value: Any, lo: Any = None, hi: Any = None) -> dict[str, Any]:
+    """results.json's figure: {"value", "ci": [lo, hi] or null when any end is undefined}."""
+    v, a, b = finite(value), finite(lo), finite(hi)
+    return {"value": v, "ci": [a, b] if (v is not None and a is not None and b is not None) else None}
 
 
 @dataclass(frozen=True)

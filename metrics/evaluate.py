@@ -7,14 +7,14 @@ overall, per-attribute means -> disparity figures per replicate -> flags.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import aggregate as agg
+from .baselines import baselines, group_spread
 from .bootstrap import percentile_ci, question_indices, replicate_counts
 from .disparity import FIGURES, best_worst, disparity_figures
 from .flags import choose_reference, flag_attribute, holm_floor, replicates_to_flag
@@ -50,17 +50,7 @@ class MetricsConfig:
     noise_draws: int = DRAWS
 
 
-def _num(x: Any) -> float | None:
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _fig(value: Any, lo: Any = None, hi: Any = None) -> dict[str, Any]:
-    v, a, b = _num(value), _num(lo), _num(hi)
-    return {"value": v, "ci": [a, b] if (v is not None and a is not None and b is not None) else None}
+_num, _fig = agg.finite, agg.figure  # short local names
 
 
 def _check(items: pd.DataFrame, groups: pd.DataFrame, config: MetricsConfig) -> None:
@@ -121,6 +111,7 @@ def evaluate(
     groups: pd.DataFrame,
     config: MetricsConfig | None = None,
     human_replicates: Sequence[np.ndarray] | np.ndarray | None = None,
+    population: Mapping[str, Sequence[float]] | None = None,
 ) -> dict[str, Any]:
     """Every metric section of results.json for ``items`` (one row per (group, question)).
 
@@ -128,9 +119,11 @@ def evaluate(
     human_dist, human_mode (extra columns are ignored). ``groups``: attribute, group,
     n, n_eff (order kept in the output). ``human_replicates`` (one (n_boot, K) array per
     item row, see :func:`~cvaudit.metrics.bootstrap.item_respondent_replicates`) is used
-    when ``config.respondents`` is True. Returns "item_metrics" (DataFrame aligned
-    with ``items``), "groups", "overall", "categories", "disparity", "flags",
-    "bootstrap" and "metric_notes".
+    when ``config.respondents`` is True. ``population`` (question id -> the whole
+    country's answer distribution, options in the items' order) adds the population
+    baseline. Returns "item_metrics" (DataFrame aligned with ``items``), "groups",
+    "overall", "categories", "disparity", "flags", "baselines", "spread", "bootstrap"
+    and "metric_notes".
     """
     import pandas as pd
     from cvaudit.audit.errors import ConfigError
@@ -185,6 +178,10 @@ def evaluate(
     for n in specs:
         lo, hi = percentile_ci(reps[n].pooled()[:, None], config.level)
         overall[n] = _fig(point[n].pooled()[0], lo[0], hi[0])
+
+    # baselines on the same cells and the same question draws (paired), and how far apart the groups' answers are
+    base = baselines(batch, items, layout, values, weights, config.level, population)
+    spread = group_spread(batch, layout, weights, config.level)
 
     # 4. disparity and flags per attribute
     meta = _group_meta(groups, layout)
@@ -294,6 +291,8 @@ def evaluate(
         "overall": overall,
         "categories": agg.category_table(items, values, layout),
         "disparity": disparity,
+        "baselines": base,
+        "spread": spread,
         "flags": {"tau": float(config.tau), "alpha": float(config.alpha), "correction": "holm",
                   "reference": ref_out, "noise_corrected": correct,
                   "noise_draws": int(config.noise_draws) if correct else 0},  # fmt: skip

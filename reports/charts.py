@@ -222,7 +222,7 @@ def heatmap(
     caption: str = "",
 ) -> Markup:
     """Cells coloured by value (darker = better) with the value printed in each cell."""
-    label_w, cell_w, cell_h, head = 200, 62, 21, 130
+    label_w, cell_w, cell_h, head = 200, 62, 21, 150
     width = label_w + cell_w * max(len(col_labels), 1) + 120  # room for the slanted headings
     height = head + cell_h * max(len(row_labels), 1) + 6
     flat = [float(v) for r in values for v in r if _finite(v)]
@@ -231,13 +231,14 @@ def heatmap(
         f"<svg xmlns='http://www.w3.org/2000/svg' class='chart heatmap' viewBox='0 0 {width} {height}' "
         f"width='{width}' height='{height}' role='img' aria-label='{_e(caption or 'heatmap')}' {FONT}>"
     ]
-    if flat:  # the key: what the shades mean, and the range they span in this chart
-        parts.append(f"<text x='4' y='14' font-size='10' fill='#333'>darker = better "
-                     f"({'higher' if higher_is_better else 'lower'} is better); shades span "
-                     f"{lo:.2f} to {hi:.2f}; – = not defined</text>")  # fmt: skip
+    if flat:  # the key, in the free corner left of the slanted headings: what the shades mean and span
+        key = ["darker = better", f"({'higher' if higher_is_better else 'lower'} is better)",
+               f"shades span {lo:.2f} to {hi:.2f}", "– = not defined"]  # fmt: skip
+        spans = "".join(f"<tspan x='4' dy='{0 if k == 0 else 13}'>{_e(t)}</tspan>" for k, t in enumerate(key))
+        parts.append(f"<text x='4' y='{head - 8 - 13 * (len(key) - 1)}' font-size='10' fill='#333'>{spans}</text>")
     for j, c in enumerate(col_labels):
         x = label_w + j * cell_w + cell_w / 2
-        lines = _wrapped(c, 24)
+        lines = _wrapped(c, 24, lines=3)
         spans = "".join(f"<tspan x='0' dy='{0 if k == 0 else 12}'>{_e(t)}</tspan>" for k, t in enumerate(lines))
         parts.append(f"<text transform='translate({x + 3 - 6 * (len(lines) - 1):.1f},{head - 6 - 12 * (len(lines) - 1)}) "
                      f"rotate(-50)' font-size='11'><title>{_e(c)}</title>{spans}</text>")  # fmt: skip

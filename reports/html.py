@@ -38,6 +38,10 @@ SYNTHETIC_TEXT = "SYNTHETIC DATA — not World Values Survey respondents; figure
 DIVISIVE_TOP = 10
 # appendix rows beyond this make the PDF slow (WeasyPrint lays out every cell); items.csv has them all
 APPENDIX_MAX_ITEMS = 2500
+BASELINE_KEYS = ("uniform", "population")  # results.json "baselines", in the report's column order
+BASELINE_TITLES = {"uniform": "Uniform answer", "population": "Country's answers for every group"}
+NEAR_TIE = 0.01  # top-two model probabilities closer than this: the model's "choice" is a near coin flip
+INSIDE_BAND_MAX = 20  # rows of the verdict's "significant but not flagged" table; section 3 has them all
 
 
 # ------------------------------------------------------------------ formatting
@@ -125,6 +129,7 @@ def _meta(record: dict[str, Any], signer: str | None) -> dict[str, Any]:
         "signer_name": name,
         "signer_role": role,
         "note": str(record.get("note") or ""),
+        "min_size": _scalar((record.get("subgroups") or {}).get("min_size", cfg.get("min_size"))),
     }
 
 
@@ -192,6 +197,45 @@ def _test_line(flag: Any, reference: bool) -> list[str]:
     return parts
 
 
+def _spread(record: dict[str, Any]) -> list[dict[str, str]]:
+    """How far apart the groups' answers are, model next to survey (results.json "spread")."""
+    rows = []
+    for s in record.get("spread") if isinstance(record.get("spread"), list) else []:
+        if isinstance(s, dict):
+            rows.append({"attribute": str(s.get("attribute")), "model": fmt_fig(s.get("model")),
+                         "survey": fmt_fig(s.get("survey")), "ratio": fmt_fig(s.get("ratio"), 2),
+                         "n_questions": _scalar(s.get("n_questions"))})  # fmt: skip
+    return rows
+
+
+def _position(record: dict[str, Any]) -> dict[str, str] | None:
+    """How often the model's top option sits at an end of the list, next to the survey's modes and chance."""
+    n = ends = modes_at_end = 0
+    chance = 0.0
+    n_all = ties = 0
+    for it in record.get("items") or []:
+        dist = it.get("model_dist") if isinstance(it, dict) else None
+        if not isinstance(dist, list) or len(dist) < 2 or any(num(v) is None for v in dist):
+            continue
+        probs = sorted((float(v) for v in dist), reverse=True)
+        n_all += 1
+        ties += probs[0] - probs[1] < NEAR_TIE
+        k = len(dist)
+        mode = it.get("human_mode")
+        if k < 3 or not isinstance(mode, list) or not mode:
+            continue
+        n += 1
+        top = max(range(k), key=lambda j: float(dist[j]))
+        ends += top in (0, k - 1)
+        modes_at_end += any(m in (0, k - 1) for m in mode if isinstance(m, int))
+        chance += 2.0 / k
+    if not n_all:
+        return None
+    pct = lambda a, b: f"{a / b:.0%}" if b else "—"  # noqa: E731
+    return {"n": str(n), "model_ends": pct(ends, n), "survey_ends": pct(modes_at_end, n), "chance_ends": pct(chance, n),
+            "near_ties": f"{ties} ({pct(ties, n_all)})", "n_all": str(n_all), "tie_gap": f"{NEAR_TIE:g}"}  # fmt: skip
+
+
 def _disparity(record: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for d in record.get("disparity") or []:
@@ -206,18 +250,41 @@ def _disparity(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _verdict(record: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
     overall = record.get("overall") or {}
-    orows = [{"metric": title(m), "value": fmt_fig(overall.get(m)),
-              "direction": "higher is better" if higher_is_better(m) else "lower is better"} for m in metrics]  # fmt: skip
-    flagged: dict[str, list[dict[str, str]]] = {"favoured": [], "disfavoured": []}
+    base = record.get("baselines") if isinstance(record.get("baselines"), dict) else {}
+    orows = []
+    behind: dict[str, list[str]] = {}  # baseline title -> metrics on which the model is significantly worse
+    for m in metrics:
+        row = {"metric": title(m), "value": fmt_fig(overall.get(m)),
+               "direction": "higher is better" if higher_is_better(m) else "lower is better"}  # fmt: skip
+        for key in BASELINE_KEYS:
+            entry = base.get(key) if isinstance(base.get(key), dict) else {}
+            fig = (entry.get("overall") or {}).get(m) if isinstance(entry.get("overall"), dict) else None
+            diff = (entry.get("model_minus_baseline") or {}).get(m) if isinstance(entry.get("model_minus_baseline"), dict) else None
+            row[key] = fmt_fig(fig) if entry else None
+            row[f"{key}_diff"] = fmt_fig(diff) if entry else None
+            _v, lo, hi = fig_parts(diff)
+            worse = (hi is not None and hi < 0) if higher_is_better(m) else (lo is not None and lo > 0)
+            if entry and worse:
+                behind.setdefault(BASELINE_TITLES[key].lower(), []).append(title(m))
+        orows.append(row)
+    shown = [k for k in BASELINE_KEYS if isinstance(base.get(k), dict)]
+    flags = record.get("flags") or {}
+    alpha = num(flags.get("alpha"))
+    flagged: dict[str, list[dict[str, str]]] = {"favoured": [], "disfavoured": [], "inside": []}
     for g in record.get("groups") or []:
         for m in metrics:
             fl = (g.get("flags") or {}).get(m) or {}
-            status = fl.get("status")
-            if status in flagged:
-                flagged[status].append({
+            status, p = fl.get("status"), num(fl.get("p_holm"))
+            # significant after Holm, yet not flagged: the ratio stays inside the band (or the interval
+            # touches the reference's value); a reader must see these, not only the flags
+            inside = status == "neutral" and p is not None and alpha is not None and p < alpha
+            if status in flagged or inside:
+                ratio = num(fl.get("ratio_net")) if num(fl.get("ratio_net")) is not None else num(fl.get("ratio"))
+                flagged["inside" if inside else str(status)].append({
                     "attribute": str(g["attribute"]), "group": str(g["group"]), "metric": title(m),
                     "value": fmt_fig((g.get("metrics") or {}).get(m)), "ratio": _ratio_text(fl),
                     "p_holm": fmt(fl.get("p_holm"), 4),
+                    "side": "—" if ratio is None else ("worse" if ratio < 1 else "better"),
                 })  # fmt: skip
     # the widest disparity per metric (largest gap), to name the attribute that divides most
     widest = []
@@ -230,8 +297,11 @@ def _verdict(record: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
             widest.append({"metric": title(m), "attribute": str(d["attribute"]), "gap": fmt_fig(d.get("gap")),
                            "size": "—" if size is None else fmt(size),
                            "best": str(d.get("best_group") or "—"), "worst": str(d.get("worst_group") or "—")})  # fmt: skip
-    flags = record.get("flags") or {}
-    return {"overall": orows, "favoured": flagged["favoured"], "disfavoured": flagged["disfavoured"],
+    inside = sorted(flagged["inside"], key=lambda f: (f["side"] != "worse", f["attribute"], f["group"]))
+    return {"overall": orows, "baselines": [{"key": k, "title": BASELINE_TITLES[k]} for k in shown], "behind": [f"than a {b} on {', '.join(ms)}" if b.startswith("uniform") else f"than the {b} on {', '.join(ms)}"
+                                   for b, ms in behind.items()],
+            "favoured": flagged["favoured"], "disfavoured": flagged["disfavoured"],
+            "inside": inside[:INSIDE_BAND_MAX], "inside_more": max(0, len(inside) - INSIDE_BAND_MAX),
             "widest": widest, "tau": fmt(flags.get("tau"), 2), "alpha": fmt(flags.get("alpha"), 2),
             "noise_corrected": flags.get("noise_corrected") is True, "noise_draws": flags.get("noise_draws")}  # fmt: skip
 
@@ -250,7 +320,7 @@ def _heatmaps(record: dict[str, Any], metrics: list[str]) -> list[dict[str, Any]
         for c in cats:
             if c.get("metric") == m and isinstance(c.get("n_questions"), int):
                 counts[c["category"]] = max(counts.get(c["category"], 0), c["n_questions"])
-        heads = [f"{c} ({counts[c]} q)" if c in counts else c for c in cols]
+        heads = [f"{c} ({counts[c]}\u00a0q)" if c in counts else c for c in cols]  # "(2 q)" never splits
         svg = heatmap([f"{a}: {g}" for a, g in keys], heads, values, higher_is_better(m),
                       caption=f"{title(m)} by group and question category")  # fmt: skip
         # the same figures as a table: screen readers and copy-paste get what the colours show
@@ -448,6 +518,8 @@ def build_context(
         "policy": policy,
         "attributes": _attributes(record, metrics),
         "disparity": _disparity(record),
+        "spread": _spread(record),
+        "position": _position(record),
         "heatmaps": _heatmaps(record, metrics),
         "divisive": divisive,
         "method_report": _method_report(record),

@@ -71,7 +71,11 @@ def make_results(
                     "n": n - 3, "n_eff": round((n - 3) * 0.9, 1), "missing": 3, "extra": {},
                 })  # fmt: skip
     items = pd.DataFrame(rows)
-    ev = evaluate(items, pd.DataFrame(groups), MetricsConfig(n_boot=n_boot, seed=seed))
+    # the whole sample's answers: the size-weighted mix of the first attribute's groups (a partition of it)
+    first = items[items["attribute"] == attributes[0]]
+    population = {q: np.average(np.stack(f["human_dist"].tolist()), axis=0, weights=f["n"]).tolist()
+                  for q, f in first.groupby("question", sort=False)}  # fmt: skip
+    ev = evaluate(items, pd.DataFrame(groups), MetricsConfig(n_boot=n_boot, seed=seed), population=population)
     metrics = ev["item_metrics"]
     records = items.to_dict(orient="records")
     for rec, (_i, m) in zip(records, metrics.iterrows()):
@@ -101,7 +105,8 @@ def make_results(
                       "suppressed": [{"attribute": "ethnicity", "group": "Eurasian", "n": 12}]},  # fmt: skip
         "items": records,
     }
-    for key in ("groups", "overall", "categories", "disparity", "flags", "bootstrap", "metric_notes"):
+    for key in ("groups", "overall", "categories", "disparity", "baselines", "spread", "flags", "bootstrap",
+                "metric_notes"):
         record[key] = ev[key]
     if method_report:
         record["method_report"] = {

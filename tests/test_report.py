@@ -261,7 +261,7 @@ def test_heatmap_columns_say_how_many_questions_and_rows_stay_distinct(record):
 
     page = html.unescape(render_html(record))
     cat = record["categories"][0]
-    assert re.search(rf"<title>{re.escape(cat['category'])} \(\d+ q\)</title>", page)
+    assert re.search(rf"<title>{re.escape(cat['category'])} \(\d+\u00a0q\)</title>", page)  # "(2 q)" never splits
     a = "religion:age: Other religion, 25-34"
     b = "religion:age: Other religion, 65+"
     assert _truncate_middle(a, 28) != _truncate_middle(b, 28) and len(_truncate_middle(a, 28)) == 28
@@ -348,3 +348,100 @@ def test_report_says_flags_are_net_of_the_size_shift(record):
             f["noise_shift"] = f["noise_removed"] = f["ratio_net"] = None
     text = _text(render_html(raw))
     assert "computed on the raw figures" in text and "from sample size" not in text and "(net " not in text
+
+
+def test_significant_differences_inside_the_band_are_listed_in_the_verdict(record):
+    import copy
+
+    from cvaudit.reports.html import title
+
+    rec = copy.deepcopy(record)
+    alpha = rec["flags"]["alpha"]
+    flags = [(g, m, f) for g in rec["groups"] for m, f in g["flags"].items() if f["status"] == "neutral"]
+    (g1, m1, f1), (g2, m2, f2), (g3, m3, f3) = flags[:3]
+    f1.update(ratio=0.931, ratio_net=0.935, p_holm=alpha / 5)  # significant, inside the band, worse
+    f2.update(ratio=1.07, ratio_net=None, p_holm=alpha / 2)  # significant, better
+    f3.update(ratio=0.9, ratio_net=None, p_holm=alpha)  # not significant (p == alpha): not listed
+    want = {(g["attribute"], g["group"], title(m)) for g in rec["groups"] for m, f in g["flags"].items()
+            if f["status"] == "neutral" and f["p_holm"] is not None and f["p_holm"] < alpha}  # fmt: skip
+    inside = build_context(rec)["verdict"]["inside"]
+    got = {(f["attribute"], f["group"], f["metric"]): f for f in inside}
+    assert set(got) == want and len(want) >= 2
+    assert got[(g1["attribute"], g1["group"], title(m1))]["side"] == "worse"
+    assert got[(g2["attribute"], g2["group"], title(m2))]["side"] == "better"
+    assert (g3["attribute"], g3["group"], title(m3)) not in got
+    assert [f["side"] for f in inside] == sorted((f["side"] for f in inside), key=lambda s: s != "worse")  # worse first
+    text = _text(render_html(rec))
+    assert "Significant differences that are not flagged" in text and "0.931 (net 0.935)" in text
+    # none significant: the section says so instead of staying silent
+    for g in rec["groups"]:
+        for f in g["flags"].values():
+            if f["status"] == "neutral":
+                f["p_holm"] = 1.0
+    assert "None: no unflagged group differs significantly" in _text(render_html(rec))
+
+
+def test_verdict_says_when_no_policy_decided_and_names_the_minimum_size(tmp_path, record):
+    text = _text(render_html(record))
+    assert "No release policy was applied" in text
+    assert f"fewer than {record['subgroups']['min_size']} respondents" in text or not record["subgroups"]["suppressed"]
+    assert "Kish effective sample size" in text and "below 1 is worse than the reference for every metric" in text
+    paths = render_report(record, tmp_path, formats=("html",), policy={"rules": [{"metric": "similarity",
+                                                                                   "min_overall_value": 0.0}]})  # fmt: skip
+    assert "No release policy was applied" not in _text(Path(paths[0]).read_text())
+
+
+def test_verdict_shows_the_baselines_and_where_the_model_is_worse(record):
+    import copy
+
+    from cvaudit.reports.html import fmt_fig
+
+    text = _text(render_html(record))
+    for key, head in (("uniform", "Uniform answer"), ("population", "Country's answers for every group")):
+        assert head in text
+        for m, fig in record["baselines"][key]["overall"].items():
+            assert fmt_fig(fig).replace("\u00a0", " ") in text, (key, m)
+            assert fmt_fig(record["baselines"][key]["model_minus_baseline"][m]).replace("\u00a0", " ") in text
+    assert "significantly worse" not in text  # the factory's model is close to the survey
+    rec = copy.deepcopy(record)
+    rec["baselines"]["uniform"]["model_minus_baseline"]["similarity"] = {"value": -0.05, "ci": [-0.08, -0.02]}
+    rec["baselines"]["uniform"]["model_minus_baseline"]["nmae"] = {"value": 0.05, "ci": [0.01, 0.09]}
+    assert "The model is significantly worse than a uniform answer on NMAE, Similarity." in _text(render_html(rec))
+    # a results file from before the baselines existed: no baseline columns, no spread table, no error
+    for key in ("baselines", "spread"):
+        del rec[key]
+    old = _text(render_html(rec))
+    assert "Uniform answer" not in old and "How far apart the groups' answers are" not in old
+
+
+def test_spread_table_shows_model_and_survey_per_attribute(record):
+    from cvaudit.reports.html import fmt_fig
+
+    text = _text(render_html(record))
+    assert "How far apart the groups' answers are" in text
+    for s in record["spread"]:
+        row = f"{s['attribute']} {fmt_fig(s['model'])} {fmt_fig(s['survey'])} {fmt_fig(s['ratio'], 2)}"
+        assert row.replace("\u00a0", " ") in text, row
+
+
+def test_answer_position_check_counts_end_choices_and_near_ties(record):
+    import copy
+
+    from cvaudit.reports.html import _position
+
+    rec = copy.deepcopy(record)
+    shapes = [
+        {"model_dist": [0.6, 0.1, 0.3], "human_mode": [1]},  # end choice, mode in the middle
+        {"model_dist": [0.2, 0.3, 0.1, 0.4], "human_mode": [3]},  # end choice, mode at the end
+        {"model_dist": [0.2, 0.5, 0.1, 0.2], "human_mode": [0, 2]},  # middle choice; a tied mode at an end
+        {"model_dist": [0.504, 0.496], "human_mode": [0]},  # two options: only the near-tie count
+        {"model_dist": None, "human_mode": [0]},  # suppressed / damaged: skipped
+    ]
+    rec["items"] = [dict(it, **shape) for it, shape in zip(rec["items"], shapes)]
+    pos = _position(rec)
+    assert pos["n"] == "3" and pos["model_ends"] == "67%" and pos["survey_ends"] == "67%"
+    assert pos["chance_ends"] == f"{(2 / 3 + 2 / 4 + 2 / 4) / 3:.0%}"
+    assert pos["near_ties"] == "1 (25%)" and pos["n_all"] == "4"
+    text = _text(render_html(rec))
+    assert "Answer position check" in text and "is the first or last one in 67%" in text
+    assert "cancels a preference for a display position exactly only for two options" in text

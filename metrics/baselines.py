@@ -1,0 +1,184 @@
+"""Baselines and group spread: what the figures mean next to a model that knows nothing, or only the country.
+
+A figure alone does not say whether the model is any good: similarity and
+representativeness are high even for a uniform answer, and accuracy is 1/K by
+chance. Two reference "models" are scored on exactly the same items, with the same
+paired question bootstrap as the audited model, so "model minus baseline" gets its
+own interval:
+
+* ``uniform``: every option equally likely. For metrics that read the model's top
+  option (accuracy, NMAE) a uniform answer has no top option, so its value is the
+  expectation over a choice made at random: the metric is averaged over the K
+  choices (a vanishing tie-break toward each option in turn), which leaves the
+  distribution metrics at the uniform distribution's own value.
+* ``population``: every group answered with the whole country's survey distribution
+  (all respondents, weighted). A persona method that does not beat it adds nothing
+  over knowing the country; it is only computed when the caller gives those
+  distributions (a run always does).
+
+``group_spread`` measures how much the model's answers differ between the groups of
+an attribute (mean pairwise Jensen-Shannon distance per question, averaged over the
+questions), next to the same figure for the survey: a model whose persona prompts
+barely move it shows a spread far below the survey's, and its group gaps then mostly
+mirror differences between the survey groups.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import aggregate as agg
+from .bootstrap import percentile_ci
+from .item import ItemBatch, compute_metrics, js_distance
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TIE_BREAK = 1e-9  # moves a uniform answer's top option without changing its distribution metrics
+BASELINE_TEXT = {
+    "uniform": "every option equally likely (choice-based metrics: expected value of a random choice)",
+    "population": "every group answered with the whole country's survey distribution",
+}
+
+
+_fig = agg.figure
+
+
+def uniform_values(batch: ItemBatch, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per-item metric values of a uniform answer, averaged over the K tie-breaks."""
+    n, kmax = batch.model.shape
+    cols = np.arange(kmax)[None, :]
+    live = cols < batch.k[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        base = np.where(live, 1.0 / np.maximum(batch.k[:, None], 1), 0.0)
+    totals = {m: np.zeros(n) for m in names}
+    for j in range(kmax):
+        model = base.copy()
+        model[:, j] += TIE_BREAK
+        model /= model.sum(axis=1, keepdims=True)
+        model[~live] = 0.0
+        values = compute_metrics(dataclasses.replace(batch, model=model), list(names))
+        use = batch.k > j  # option j exists for this item
+        for m in names:
+            totals[m] += np.where(use, values[m], 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {m: np.where(batch.k > 0, totals[m] / np.maximum(batch.k, 1), np.nan) for m in names}
+
+
+def population_values(batch: ItemBatch, questions: Sequence[str], population: Mapping[str, Sequence[float]],
+                      names: Sequence[str]) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per-item metric values when every group gets its question's whole-country distribution."""
+    n, kmax = batch.model.shape
+    model = np.zeros((n, kmax))
+    known = np.zeros(n, dtype=bool)
+    for i, q in enumerate(questions):
+        dist = population.get(str(q))
+        k = int(batch.k[i])
+        if dist is None or len(dist) != k or k == 0:
+            continue
+        d = np.asarray(dist, dtype=float)
+        if not np.isfinite(d).all() or d.sum() <= 0:
+            continue
+        model[i, :k] = d / d.sum()
+        known[i] = True
+    values = compute_metrics(dataclasses.replace(batch, model=model, valid=batch.valid & known), list(names))
+    return values
+
+
+def _paired(model_m: np.ndarray, base_m: np.ndarray, weights: np.ndarray, level: float) -> dict[str, Any]:
+    """Overall baseline figure and model-minus-baseline, both with paired question-bootstrap intervals."""
+    n_q = model_m.shape[1]
+    point_b = agg.sum_counts(base_m, agg.point_weights(n_q)).pooled()[0]
+    point_m = agg.sum_counts(model_m, agg.point_weights(n_q)).pooled()[0]
+    if weights.shape[0]:
+        reps_b = agg.sum_counts(base_m, weights).pooled()
+        reps_m = agg.sum_counts(model_m, weights).pooled()
+        blo, bhi = percentile_ci(reps_b[:, None], level)
+        dlo, dhi = percentile_ci((reps_m - reps_b)[:, None], level)
+        return {"overall": _fig(point_b, blo[0], bhi[0]), "model_minus_baseline": _fig(point_m - point_b, dlo[0], dhi[0])}
+    return {"overall": _fig(point_b), "model_minus_baseline": _fig(point_m - point_b)}
+
+
+def baselines(batch: ItemBatch, items: pd.DataFrame, layout: agg.Layout, model_values: Mapping[str, np.ndarray],
+              weights: np.ndarray, level: float, population: Mapping[str, Sequence[float]] | None = None,
+              ) -> dict[str, Any]:  # fmt: skip
+    """results.json "baselines": per baseline, its overall figure, the model's paired difference and group means."""
+    names = list(model_values)
+    found = {"uniform": uniform_values(batch, names)}
+    if population is not None:
+        found["population"] = population_values(batch, items["question"].astype(str).tolist(), population, names)
+    out: dict[str, Any] = {}
+    for key, values in found.items():
+        entry: dict[str, Any] = {"description": BASELINE_TEXT[key], "overall": {}, "model_minus_baseline": {},
+                                 "groups": []}  # fmt: skip
+        group_means = {}
+        for m in names:
+            base_m = agg.to_matrix(values[m], layout)
+            model_m = agg.to_matrix(model_values[m], layout)
+            both = np.isfinite(base_m) & np.isfinite(model_m)  # the same cells on both sides of the difference
+            paired = _paired(np.where(both, model_m, np.nan), np.where(both, base_m, np.nan), weights, level)
+            entry["overall"][m] = paired["overall"]
+            entry["model_minus_baseline"][m] = paired["model_minus_baseline"]
+            group_means[m] = agg.sum_counts(base_m, agg.point_weights(base_m.shape[1])).group_means()[0]
+        for i, (attr, label) in enumerate(layout.groups):
+            entry["groups"].append({"attribute": attr, "group": label,
+                                    "metrics": {m: _fig(group_means[m][i])["value"] for m in names}})  # fmt: skip
+        out[key] = entry
+    return out
+
+
+def group_spread(batch: ItemBatch, layout: agg.Layout, weights: np.ndarray, level: float) -> list[dict[str, Any]]:
+    """Per attribute with two or more groups: mean pairwise JS distance between its groups' answers, model and survey."""
+    n_g, n_q = layout.shape
+    kmax = batch.model.shape[1]
+    model = np.full((n_g, n_q, kmax), np.nan)
+    human = np.full((n_g, n_q, kmax), np.nan)
+    ok = batch.valid
+    model[layout.row[ok], layout.col[ok]] = batch.model[ok]
+    human[layout.row[ok], layout.col[ok]] = batch.human[ok]
+    out = []
+    for attr, rows in layout.attribute_rows().items():
+        if len(rows) < 2:
+            continue
+        sums = {"model": np.zeros(n_q), "survey": np.zeros(n_q)}
+        pairs = np.zeros(n_q)
+        for a in range(len(rows)):
+            for b in range(a + 1, len(rows)):
+                ga, gb = rows[a], rows[b]
+                both = np.isfinite(model[ga, :, 0]) & np.isfinite(model[gb, :, 0])
+                if not both.any():
+                    continue
+                for side, arr in (("model", model), ("survey", human)):
+                    d = js_distance(np.nan_to_num(arr[ga]), np.nan_to_num(arr[gb]))
+                    sums[side] += np.where(both, d, 0.0)
+                pairs += both
+        defined = pairs > 0
+        if not defined.any():
+            continue
+        entry: dict[str, Any] = {"attribute": attr}
+        per_q = {}
+        for side in ("model", "survey"):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per_q[side] = np.where(defined, sums[side] / np.maximum(pairs, 1), np.nan)
+        mats = {side: per_q[side][None, :] for side in per_q}  # one "group" row per side
+        points = {s: agg.sum_counts(m, agg.point_weights(n_q)).pooled()[0] for s, m in mats.items()}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio_point = points["model"] / points["survey"] if points["survey"] > 0 else np.nan
+        if weights.shape[0]:
+            reps = {s: agg.sum_counts(m, weights).pooled() for s, m in mats.items()}
+            for s in ("model", "survey"):
+                lo, hi = percentile_ci(reps[s][:, None], level)
+                entry[s] = _fig(points[s], lo[0], hi[0])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratio_reps = np.where(reps["survey"] > 0, reps["model"] / np.where(reps["survey"] > 0, reps["survey"], 1), np.nan)
+            lo, hi = percentile_ci(ratio_reps[:, None], level)
+            entry["ratio"] = _fig(ratio_point, lo[0], hi[0])
+        else:
+            entry.update(model=_fig(points["model"]), survey=_fig(points["survey"]), ratio=_fig(ratio_point))
+        entry["n_questions"] = int(defined.sum())
+        out.append(entry)
+    return out

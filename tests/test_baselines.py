@@ -1,0 +1,115 @@
+"""Baselines (uniform answer, the country's answer for everyone) and the spread of answers across groups."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from cvaudit.metrics import MetricsConfig, evaluate
+from scipy.spatial.distance import jensenshannon
+from test_evaluate import make_items
+
+
+def _population(items: pd.DataFrame, seed: int = 5) -> dict[str, list[float]]:
+    rng = np.random.default_rng(seed)
+    return {q: list(rng.dirichlet(np.ones(len(f["human_dist"].iloc[0])))) for q, f in items.groupby("question")}
+
+
+def test_uniform_baseline_is_the_expectation_of_a_random_choice():
+    items, groups = make_items(seed=3)
+    items.loc[5, "human_mode"] = [0, 1]  # a tied mode counts for either choice
+    ev = evaluate(items, groups, MetricsConfig(n_boot=50, seed=1))
+    uni = ev["baselines"]["uniform"]
+    acc, nmae, rep, sim = [], [], [], []
+    for row in items.itertuples():
+        k = len(row.human_dist)
+        h = np.asarray(row.human_dist) / np.sum(row.human_dist)
+        acc.append(len(row.human_mode) / k)
+        sim.append(1 - jensenshannon(np.full(k, 1 / k), h, base=2))
+        if row.positions is not None:
+            pos = np.asarray(row.positions, dtype=float)
+            modes = np.asarray(row.human_mode)
+            nmae.append(np.mean([np.min(np.abs(pos[modes] - pos[j])) for j in range(k)]) / (pos.max() - pos.min()))
+            cdf = np.cumsum(np.full(k, 1 / k) - h)[:-1]
+            rep.append(1 - np.sum(np.abs(cdf) * np.diff(pos)) / (pos.max() - pos.min()))
+    for name, want in (("accuracy", acc), ("nmae", nmae), ("representativeness", rep), ("similarity", sim)):
+        assert uni["overall"][name]["value"] == pytest.approx(np.mean(want), abs=1e-7), name
+        diff = ev["overall"][name]["value"] - uni["overall"][name]["value"]
+        assert uni["model_minus_baseline"][name]["value"] == pytest.approx(diff, abs=1e-12)
+    by_group = {(g["attribute"], g["group"]): g["metrics"] for g in uni["groups"]}
+    first = items[(items["attribute"] == "sex") & (items["group"] == "Female")]
+    assert by_group[("sex", "Female")]["accuracy"] == pytest.approx(
+        np.mean([len(m) / len(h) for m, h in zip(first["human_mode"], first["human_dist"])]))  # fmt: skip
+    assert "population" not in ev["baselines"]  # only with the country's distributions
+
+
+def test_population_baseline_and_paired_difference():
+    items, groups = make_items(seed=4)
+    population = _population(items)
+    ev = evaluate(items, groups, MetricsConfig(n_boot=200, seed=2), population=population)
+    pop = ev["baselines"]["population"]
+    # scored by hand: the population distribution as the model's answer to every item
+    as_model = items.assign(model_dist=[population[q] for q in items["question"]])
+    ref = evaluate(as_model, groups, MetricsConfig(n_boot=200, seed=2))
+    for name in ("accuracy", "nmae", "representativeness", "similarity"):
+        assert pop["overall"][name] == pytest.approx(ref["overall"][name], abs=1e-12), name
+    # paired: a model that *is* the baseline differs from it by exactly zero in every replicate
+    same = evaluate(as_model, groups, MetricsConfig(n_boot=200, seed=2), population=population)
+    for name, fig in same["baselines"]["population"]["model_minus_baseline"].items():
+        assert fig["value"] == pytest.approx(0.0, abs=1e-12) and fig["ci"] == pytest.approx([0.0, 0.0], abs=1e-12), name
+    # unpaired replicates would not give zero width: the baseline's own interval is wide
+    lo, hi = pop["overall"]["similarity"]["ci"]
+    assert hi - lo > 0.01
+
+
+def test_population_baseline_skips_questions_without_a_distribution():
+    items, groups = make_items(seed=6)
+    population = _population(items)
+    del population["Q3"]
+    population["Q4"] = population["Q4"][:-1]  # wrong number of options: not used
+    ev = evaluate(items, groups, MetricsConfig(n_boot=20), population=population)
+    kept = items[~items["question"].isin(["Q3", "Q4"])]
+    ref = evaluate(kept.assign(model_dist=[population[q] for q in kept["question"]]), groups,
+                   MetricsConfig(n_boot=20))  # fmt: skip
+    assert ev["baselines"]["population"]["overall"]["similarity"]["value"] == pytest.approx(
+        ref["overall"]["similarity"]["value"], abs=1e-12)  # fmt: skip
+
+
+def test_spread_is_the_mean_pairwise_js_distance_of_the_groups_answers():
+    items, groups = make_items(seed=7)
+    ev = evaluate(items, groups, MetricsConfig(n_boot=100, seed=3))
+    spread = {s["attribute"]: s for s in ev["spread"]}
+    assert set(spread) == {"sex", "age"}
+    for attr, side, col in (("age", "model", "model_dist"), ("age", "survey", "human_dist"), ("sex", "survey", "human_dist")):
+        sub = items[items["attribute"] == attr]
+        per_q = []
+        for _q, f in sub.groupby("question"):
+            dists = [np.asarray(d) / np.sum(d) for d in f[col]]
+            per_q.append(np.mean([jensenshannon(a, b, base=2) for a, b in itertools.combinations(dists, 2)]))
+        assert spread[attr][side]["value"] == pytest.approx(np.mean(per_q), abs=1e-7), (attr, side)
+        lo, hi = spread[attr][side]["ci"]
+        assert lo <= spread[attr][side]["value"] <= hi
+    s = spread["age"]
+    assert s["ratio"]["value"] == pytest.approx(s["model"]["value"] / s["survey"]["value"])
+    assert s["n_questions"] == items["question"].nunique()
+    # a model that gives every group the same answer does not spread at all
+    flat = items.assign(model_dist=[[1 / len(d)] * len(d) for d in items["human_dist"]])
+    for s in evaluate(flat, groups, MetricsConfig(n_boot=20))["spread"]:
+        assert s["model"]["value"] == pytest.approx(0.0, abs=1e-7) and s["ratio"]["value"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_population_distributions_are_the_weighted_shares_of_the_whole_sample():
+    from cvaudit.audit.groundtruth import population_distributions
+    from cvaudit.audit.questions import load_bank
+    from cvaudit.audit.survey import demo_survey
+
+    survey = demo_survey("SG")
+    bank = load_bank()
+    qs = [bank["Q1"], bank["Q46"], bank["Q152"]]
+    got = population_distributions(survey, qs)
+    for q in qs:
+        answers = survey.frame[q.id]
+        mass = np.array([survey.weights[answers.isin(codes).to_numpy()].sum() for codes in q.codes])
+        np.testing.assert_allclose(got[q.id], mass / mass.sum(), atol=1e-12)
