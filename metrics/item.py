@@ -9,7 +9,7 @@ padded gaps are zero-length in the Wasserstein sum.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +38,8 @@ class ItemBatch:
     ordinal: np.ndarray
     modes: np.ndarray
     valid: np.ndarray
+    # ``span`` computed once: tiled and resampled batches keep the positions, so they carry it along
+    known_span: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.k.shape[0])
@@ -50,25 +52,30 @@ class ItemBatch:
     @property
     def span(self) -> np.ndarray:
         """Largest minus smallest ordinal position: K-1 for the usual positions 0..K-1."""
+        if self.known_span is not None:
+            return self.known_span
         with np.errstate(invalid="ignore"):
             return np.nanmax(self.positions, axis=1, initial=-np.inf) - np.nanmin(
                 self.positions, axis=1, initial=np.inf
             )
 
-    def with_human(self, human: np.ndarray) -> ItemBatch:
-        """The same items against other human distributions (respondent bootstrap replicates).
+    def with_human(self, human: np.ndarray, normalised: bool = False) -> ItemBatch:
+        """The same items against other human distributions (respondent bootstrap replicates, size draws).
 
-        Modes are re-derived from ``human`` with the ground truth's tie tolerance.
+        Modes are re-derived from ``human`` with the ground truth's tie tolerance. ``normalised``:
+        the rows already sum to 1 with zero padding (multinomial shares), so they are used as given.
         """
-        human = _normalise(np.asarray(human, dtype=float), self.k)
+        human = np.asarray(human, dtype=float)
+        if not normalised:
+            human = _normalise(human, self.k)
         return ItemBatch(self.model, human, self.positions, self.k, self.ordinal, modes_of(human),
-                         self.valid & np.isfinite(human).all(axis=1))  # fmt: skip
+                         self.valid & np.isfinite(human).all(axis=1), self.span)  # fmt: skip
 
     def repeat(self, times: int) -> ItemBatch:
         """Tile every array ``times`` times along the item axis (replicate-major)."""
         t = lambda a: np.tile(a, (times,) + (1,) * (a.ndim - 1))  # noqa: E731
         return ItemBatch(t(self.model), t(self.human), t(self.positions), t(self.k), t(self.ordinal),
-                         t(self.modes), t(self.valid))  # fmt: skip
+                         t(self.modes), t(self.valid), t(self.span))  # fmt: skip
 
 
 def modes_of(human: np.ndarray, tol: float = MODE_TOL) -> np.ndarray:

@@ -58,17 +58,26 @@ def item_sizes(items: pd.DataFrame, groups: pd.DataFrame) -> np.ndarray:
 
 
 def _expected(batch: ItemBatch, n: np.ndarray, names: list[str], rng: np.random.Generator, draws: int,
-              chunk: int) -> dict[str, np.ndarray]:  # fmt: skip
-    """Per item, the mean metric over ``draws`` human distributions drawn from Multinomial(n, human) / n."""
+              chunk: int, source: np.ndarray | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per item, the mean metric over ``draws`` human distributions drawn from Multinomial(n, human) / n.
+
+    ``source`` (one index per item) says which draw an item is scored against: items with the same
+    source share their draws, so the multinomial is sampled once per source (its first item's ``n``
+    and ``human``), not once per item.
+    """
     n_items, kmax = batch.human.shape
+    if source is None:
+        source = np.arange(n_items)
+    uniq, first, where = np.unique(source, return_index=True, return_inverse=True)
+    src_n, src_p = n[first], batch.human[first]
     total = {m: np.zeros(n_items) for m in names}
     counted = {m: np.zeros(n_items) for m in names}
     step = max(1, int(chunk))
     for start in range(0, draws, step):
         nb = min(step, draws - start)
-        counts = rng.multinomial(n, batch.human, size=(nb, n_items))  # (nb, n_items, kmax)
-        human = (counts / n[None, :, None]).reshape(nb * n_items, kmax)
-        values = compute_metrics(batch.repeat(nb).with_human(human), names)
+        counts = rng.multinomial(src_n, src_p, size=(nb, len(uniq)))  # (nb, sources, kmax)
+        human = (counts / src_n[None, :, None])[:, where, :].reshape(nb * n_items, kmax)
+        values = compute_metrics(batch.repeat(nb).with_human(human, normalised=True), names)
         for m in names:
             v = values[m].reshape(nb, n_items)
             fin = np.isfinite(v)
@@ -127,10 +136,12 @@ def size_shift(
     n_ref_l = np.maximum(1.0, np.round(n_ref_item[gi]))
     population = batch.human[best[layout.col[gi]]]
     sub = ItemBatch(batch.model[gi], population, batch.positions[gi], batch.k[gi], batch.ordinal[gi],
-                    batch.modes[gi], np.ones(len(gi), dtype=bool))  # fmt: skip
+                    batch.modes[gi], np.ones(len(gi), dtype=bool), batch.span[gi])  # fmt: skip
     rng = np.random.default_rng([int(seed), 2, ref_row])
     at_group = _expected(sub, sizes[gi].astype(np.int64), names, rng, draws, chunk)
-    at_ref = _expected(sub, np.array(n_ref_l, dtype=np.int64), names, rng, draws, chunk)
+    # every group's model is scored against the same reference-size draws of a question (its population
+    # stand-in and the reference's size are the question's, not the group's): sampled once per question
+    at_ref = _expected(sub, np.array(n_ref_l, dtype=np.int64), names, rng, draws, chunk, source=layout.col[gi])
     known = np.bincount(pos_arr, minlength=len(rows)) > 0
     for m in names:
         d = at_group[m] - at_ref[m]

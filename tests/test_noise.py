@@ -164,3 +164,24 @@ def test_gap_from_size_explains_a_gap_between_groups_of_one_population():
     assert d["gap"]["value"] > 0.05 and abs(d["gap_from_size"] - d["gap"]["value"]) < 0.02  # all of it, nearly
     raw = evaluate(items, groups, MetricsConfig(n_boot=200, noise_correction=False))
     assert all(e["gap_from_size"] is None for e in raw["disparity"])
+
+
+def test_items_sharing_a_source_are_scored_against_the_same_draws():
+    """The reference-size draws of a question are sampled once and shared by every group's item on it."""
+    from cvaudit.metrics.item import batch_from_lists
+    from cvaudit.metrics.noise import _expected
+
+    human = [[0.5, 0.3, 0.2]] * 3
+    model = [[0.2, 0.5, 0.3], [0.2, 0.5, 0.3], [0.6, 0.2, 0.2]]
+    batch = batch_from_lists(model, human, [[0, 1, 2]] * 3)
+    n = np.array([40, 40, 40])
+    shared = _expected(batch, n, ["similarity", "accuracy"], np.random.default_rng(1), 64, 16, source=np.array([7, 7, 7]))
+    alone = _expected(batch, n, ["similarity", "accuracy"], np.random.default_rng(1), 64, 16)
+    # same model, same draws: equal to the last bit; per-item draws differ by Monte Carlo noise only
+    assert shared["similarity"][0] == shared["similarity"][1]
+    assert alone["similarity"][0] != alone["similarity"][1]
+    # the first item of a source draws exactly what it would draw alone with one source
+    solo = _expected(batch_from_lists(model[:1], human[:1], [[0, 1, 2]]), n[:1], ["similarity"],
+                     np.random.default_rng(1), 64, 16)  # fmt: skip
+    assert shared["similarity"][0] == pytest.approx(solo["similarity"][0], abs=1e-15)
+    np.testing.assert_allclose(shared["similarity"], alone["similarity"], atol=0.03)
