@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from .synthetic import MAX_RESPONDENTS  # light: no numpy/pandas at import
+
 BANNER = ("SYNTHETIC DATA: cvaudit's generated sample, not World Values Survey responses "
           "(pass --wvs-file with your own WVS Wave 7 file for a real audit)")
 
@@ -42,13 +44,13 @@ def data_summary(country: str, wvs_file: str | None, attributes: list[str] | Non
 
     from .countries import resolve_country
     from .questions import select_questions
-    from .subgroups import build_groups
+    from .subgroups import build_groups, require_groups
     from .survey import demo_survey, load_survey
 
     ctry = resolve_country(country)
     selected = select_questions(questions)  # validate before the (slower) file load
     survey = demo_survey(ctry.alpha2) if wvs_file is None else load_survey(wvs_file, ctry)
-    gs = build_groups(survey, attributes, intersections, min_size)
+    gs = require_groups(build_groups(survey, attributes, intersections, min_size))  # run refuses it too
     sets = usable_counts(survey, min_size)
     usable_all = set(sets["all"]["usable_ids"])
     chosen = [q.id for q in selected]
@@ -91,7 +93,19 @@ def _print_text(s: dict[str, Any]) -> None:
         click.echo(f"  {name:<52} {v['usable']:>4} / {v['n']:<4}")
 
 
+def _list_countries(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """Eager --list-countries: the valid --country codes, so the unknown-country error can point here."""
+    if not value or ctx.resilient_parsing:
+        return
+    from .countries import country_lines
+
+    click.echo("\n".join(country_lines()))
+    ctx.exit(0)
+
+
 @click.command("data")
+@click.option("--list-countries", is_flag=True, is_eager=True, expose_value=False, callback=_list_countries,
+              help="List the WVS Wave 7 countries (alpha-2, alpha-3, numeric, name) and exit.")
 @click.option("--country", default="SG", show_default=True, help="Country: alpha-2, alpha-3 or numeric (SG, SGP, 702).")
 @click.option("--wvs-file", type=click.Path(dir_okay=False), default=None,
               help="Your WVS Wave 7 file (.csv, .dta, .sav, .parquet). Without it: synthetic demo data.")
@@ -125,7 +139,8 @@ def data(country: str, wvs_file: str | None, as_json: bool, attributes: str | No
 
 @click.command("synth")
 @click.option("--country", default="SG", show_default=True, help="Country: alpha-2, alpha-3 or numeric.")
-@click.option("--n", "n", type=int, default=2012, show_default=True, help="Number of respondents.")
+@click.option("--n", "n", type=click.IntRange(min=1, max=MAX_RESPONDENTS), default=2012, show_default=True,
+              help="Number of respondents (the whole file is built in memory).")
 @click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True, help="Random seed (same seed, same bytes).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output CSV file.")
 def synth(country: str, n: int, seed: int, out: str) -> None:

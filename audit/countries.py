@@ -30,8 +30,13 @@ def resolve_country(code: str | int) -> Country:
             return Country(c["alpha2"], c["alpha3"], c["numeric"], c["name"])
     raise ConfigError(
         f"unknown country {code!r}: use a WVS Wave 7 country as alpha-2, alpha-3 or numeric code "
-        f"(e.g. SG, SGP or 702); `cvaudit data --help` lists them"
+        f"(e.g. SG, SGP or 702); `cvaudit data --list-countries` lists all {len(_table())}"
     )
+
+
+def country_lines() -> list[str]:
+    """One aligned line per country (alpha-2, alpha-3, numeric, name): what ``cvaudit data --list-countries`` prints."""
+    return [f"{c.alpha2:<3} {c.alpha3:<4} {c.numeric:>3}  {c.name}" for c in all_countries()]
 
 
 def country_by_numeric(numeric: int) -> Country | None:

@@ -59,13 +59,23 @@ def question_sets() -> dict[str, list[str]]:
 
 
 def select_questions(spec: str | None = "core") -> list[Question]:
-    """Resolve a set name or comma-separated question ids (case-insensitive) to Questions, bank order kept for sets."""
+    """Resolve a set name or comma-separated question ids (case-insensitive) to Questions, bank order kept for sets.
+
+    Only ``None`` means the default ``core``: an empty or blank spec (``''``, ``' , '``) is a
+    ConfigError, so a mistyped option never silently audits another set or nothing at all.
+    """
     bank = _bank()
     sets = question_sets()
-    spec = "core" if spec is None or not str(spec).strip() else str(spec).strip()
+    given = spec
+    spec = "core" if spec is None else str(spec).strip()
     if spec.lower() in sets:
         return [bank[q] for q in sets[spec.lower()]]
     parts = [s.strip() for s in spec.split(",") if s.strip()]
+    if not parts:
+        raise ConfigError(
+            f"no questions selected: --questions {given!r} is empty; use a set ({', '.join(sets)}) "
+            f"or comma-separated ids such as Q1,Q57,Q164"
+        )
     upper = {k.upper(): k for k in bank}
     unknown = [s for s in parts if s.upper() not in upper and s.lower() not in sets]
     if unknown:

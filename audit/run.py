@@ -116,7 +116,7 @@ def load_data(wvs_file: str | None, country: Country) -> Any:
 
 
 def make_groups(config: RunConfig, survey: Any) -> Any:
-    from .subgroups import build_groups
+    from .subgroups import build_groups, require_groups
 
     groupset = build_groups(
         survey,
@@ -124,15 +124,7 @@ def make_groups(config: RunConfig, survey: Any) -> Any:
         intersections=list(config.intersections),
         min_size=config.min_size,
     )
-    if not groupset.groups:
-        gone = unavailable(groupset)
-        if gone:  # the columns are missing: --min-size is not the cause
-            why = "; ".join(f"{a}: {r}" for a, r in sorted(gone.items()))
-            raise DataError(f"no subgroup can be built ({why}); use the full WVS respondent file or other --attributes")
-        raise DataError(
-            f"no subgroup has at least {config.min_size} respondents; lower --min-size or choose other --attributes"
-        )
-    return groupset
+    return require_groups(groupset, config.min_size)  # the same refusal as `cvaudit data`
 
 
 def survey_side(config: RunConfig, country: Country, questions: list[Question]) -> tuple[Any, Any, Any]:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .types import Group
 
 if TYPE_CHECKING:
@@ -207,3 +207,19 @@ def build_groups(survey: SurveyData, attributes: Sequence[str] | None = None, in
         if len(kept) == before:  # asked for, and not one cell large enough: say so, not just a count
             unavailable[inter] = f"every cell has fewer than {min_size} respondents"
     return GroupSet(kept, suppressed, tuple(attrs), tuple(inters), min_size, unavailable)
+
+
+def require_groups(groupset: GroupSet, min_size: int | None = None) -> GroupSet:
+    """``groupset`` if it has a group to audit, else the one-line DataError ``cvaudit run`` gives.
+
+    Shared by ``cvaudit data`` and ``cvaudit run`` so the preview refuses exactly what the
+    audit refuses, with the same reason, instead of printing "0 across 0 attributes".
+    """
+    if groupset.groups:
+        return groupset
+    gone = {str(k): str(v) for k, v in dict(groupset.unavailable or {}).items()}
+    if gone:  # the columns are missing: --min-size is not the cause
+        why = "; ".join(f"{a}: {r}" for a, r in sorted(gone.items()))
+        raise DataError(f"no subgroup can be built ({why}); use the full WVS respondent file or other --attributes")
+    size = groupset.min_size if min_size is None else min_size
+    raise DataError(f"no subgroup has at least {size} respondents; lower --min-size or choose other --attributes")

@@ -36,6 +36,9 @@ MARKER_VERSION = "cvaudit-synthetic v1 (NOT WVS DATA)"
 MARKER_DOI = "cvaudit-synthetic:no-doi"
 MODEL_VERSION = 1
 ITEM_SEED = 20200702  # fixed: item loadings and thresholds are part of the synthetic "world"
+#: the whole file is built in memory (~10 kB per respondent): 200,000 is twice all of WVS Wave 7
+#: (~97,000 respondents in 90 countries, a few thousand per country) and takes ~2 GB and ~40 s
+MAX_RESPONDENTS = 200_000
 NOT_ASKED = {"SG": ("Q86", "Q234A")}  # items left at -4 for a country, as real fieldwork does
 COW = {702: (830, "SIN")}
 SG_ETHNICITY = {702004: 0.74, 702006: 0.135, 702003: 0.09, 702001: 0.015, 702008: 0.01, 702999: 0.01}
@@ -161,6 +164,9 @@ def generate_frame(country: str | int | Country = "SG", n: int = 2012, seed: int
 
     if n < 1:
         raise ConfigError(f"--n must be a positive number of respondents, got {n}")
+    if n > MAX_RESPONDENTS:  # a typo like 100000000 would otherwise exhaust memory, not fail
+        raise ConfigError(f"--n {n} is too large: at most {MAX_RESPONDENTS:,} respondents (all of WVS Wave 7 "
+                          f"has ~97,000)")
     ctry = country if isinstance(country, Country) else resolve_country(country)
     rng = np.random.default_rng([int(seed), ctry.numeric, MODEL_VERSION])
     d = _demographics(rng, ctry, n)

@@ -46,3 +46,16 @@ def test_matches_codebook_country_list():
     alpha3 = set(book["B_COUNTRY_ALPHA"]["choices"])
     ours = {c.alpha3 for c in all_countries()}
     assert alpha3 <= ours  # the codebook lists 88 alpha-3 codes for 90 numeric ones
+
+
+def test_unknown_country_points_to_a_real_listing():
+    """Defect 4: the message named `cvaudit data --help`, which lists no countries."""
+    from cvaudit.audit.countries import country_lines
+
+    with pytest.raises(ConfigError, match=r"`cvaudit data --list-countries` lists all 90$") as exc:
+        resolve_country("XX")
+    assert "\n" not in str(exc.value) and "--help" not in str(exc.value)
+    lines = country_lines()
+    assert len(lines) == len(all_countries()) == 90
+    assert [line.split()[0] for line in lines] == [c.alpha2 for c in all_countries()]
+    assert all(resolve_country(line.split()[0]).name == line.split(None, 3)[3] for line in lines)

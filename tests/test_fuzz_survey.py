@@ -161,3 +161,31 @@ def test_one_corrupted_byte_in_official_file(official_bytes, pos, byte):
     data = bytearray(official_bytes)
     data[pos % len(data)] = byte
     _check(_load(bytes(data)))
+
+
+@FUZZ
+@given(
+    row=st.integers(0, 7),
+    column=st.sampled_from(["B_COUNTRY", "Q1", "Q2", "Q57", "Q260", "Q262", "Q289", "Q290"]),
+    value=st.one_of(st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False).filter(lambda v: v != int(v)),
+                    st.sampled_from([float("inf"), float("-inf")])),
+    whole=st.sampled_from(["1", "2.0", "1e0", "", "-1", "-4.0"]),
+)
+def test_non_integer_code_is_refused_with_column_and_row(row, column, value, whole):
+    """Defect 3: any fractional or infinite code is a DataError naming its column and data row; whole
+    numbers written as floats and empty cells are accepted."""
+    cols = ["B_COUNTRY", "Q1", "Q2", "Q57", "Q260", "Q262", "Q289", "Q290", "W_WEIGHT"]
+    base = {"B_COUNTRY": "702", "W_WEIGHT": "0.5", "Q260": whole, "Q1": whole}
+    lines = [";".join(cols)]
+    for i in range(8):
+        cells = {c: base.get(c, "2") for c in cols}
+        if i == row:
+            cells[column] = repr(value)
+        lines.append(";".join(cells[c] for c in cols))
+    outcome = _load(("\n".join(lines) + "\n").encode())
+    assert isinstance(outcome, DataError), outcome
+    assert f"column {column} has a non-integer code" in str(outcome) and f"(data row {row + 1})" in str(outcome)
+    lines[row + 1] = ";".join(base.get(c, "2") for c in cols)
+    fine = _load(("\n".join(lines) + "\n").encode())
+    assert not isinstance(fine, DataError), fine
+    _check(fine)

@@ -211,3 +211,37 @@ def test_unsupported_and_corrupt_binary(tmp_path):
     (tmp_path / "x.parquet").write_bytes(b"garbage" * 10)
     with pytest.raises(DataError, match="parquet"):
         load_survey(tmp_path / "x.parquet", "SG")
+
+
+@pytest.mark.parametrize(("column", "value"), [("Q260", "1.5"), ("Q1", "2.5"), ("Q289", "-1.5"), ("B_COUNTRY", "702.5"),
+                                               ("Q262", "inf"), ("Q290", "1e-3")])  # fmt: skip
+def test_non_integer_code(tmp_path, column, value):
+    """Defect 3: Q260 = 1.5 was truncated into Male; a fractional code is refused like a non-numeric one."""
+    p = official_csv(tmp_path / "f.csv", [person(), person(), person(**{column: value})])
+    with pytest.raises(DataError, match=rf"column {column} has a non-integer code '.*' \(data row 3\); WVS answers "
+                                        "must be integer codes"):  # fmt: skip
+        load_survey(p, "SG")
+
+
+def test_integer_valued_floats_and_empty_cells_stay_allowed(tmp_path):
+    p = official_csv(tmp_path / "ok.csv", [person(Q260="2.0", Q1="", W_WEIGHT="0.75"), person(Q2="-1.0")])
+    s = load_survey(p, "SG")
+    assert s.frame["Q260"].tolist() == [2.0, 1.0] and np.isnan(s.frame["Q1"][0]) and np.isnan(s.frame["Q2"][1])
+    assert s.weights.tolist() == [0.75, 1.0]  # weights are not codes: fractions are fine
+
+
+def test_non_integer_code_in_binary_file(tmp_path):
+    frame = frame_for_binary().astype({"Q260": float})
+    frame.loc[1, "Q260"] = 1.25
+    frame.to_parquet(tmp_path / "w.parquet")
+    with pytest.raises(DataError, match=r"column Q260 has a non-integer code '1.25' \(data row 2\)"):
+        load_survey(tmp_path / "w.parquet", "SG")
+
+
+def test_non_integer_code_row_counts_across_chunks(tmp_path, monkeypatch):
+    import cvaudit.audit.survey as survey
+
+    monkeypatch.setattr(survey, "CHUNK_ROWS", 2)
+    rows = [person() for _ in range(4)] + [person(Q57="3.5")]
+    with pytest.raises(DataError, match=r"Q57 has a non-integer code '3.5' \(data row 5\)"):
+        load_survey(official_csv(tmp_path / "c.csv", rows), "SG")

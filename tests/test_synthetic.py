@@ -112,3 +112,18 @@ def test_demo_cache(tmp_path, monkeypatch):
     assert not [x for x in p.parent.iterdir() if x.name.endswith(".tmp")]
     assert official_header()[0] == "version"
     assert np.isfinite(s.weights).all()
+
+
+def test_generate_frame_refuses_too_many_respondents():
+    """Defect 5: the frame is built in memory; past MAX_RESPONDENTS it is a one-line ConfigError, at once."""
+    import time
+
+    from cvaudit.audit.errors import ConfigError
+    from cvaudit.audit.synthetic import MAX_RESPONDENTS
+
+    assert MAX_RESPONDENTS == 200_000
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="at most 200,000 respondents"):
+        generate_frame("SG", n=100_000_000)
+    assert time.perf_counter() - t0 < 1.0
+    assert len(generate_frame("SG", n=3)) == 3
