@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 FORMATS = ("html", "pdf")
+REPORT_OUTPUTS = ("report.html", "report.pdf")
 
 
 def check_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
@@ -47,12 +48,14 @@ def render_report(
 
     ``policy`` (a path, dict or Policy) adds a pass/fail verdict; ``signer`` ("Name, Role")
     pre-fills the sign-off block. Refuses malformed, foreign-version or incomplete results
-    (DataError) unless ``allow_incomplete``, which renders an INCOMPLETE RUN banner.
+    (DataError) unless ``allow_incomplete``, which renders an INCOMPLETE RUN banner. An
+    earlier report.html/report.pdf in OUT is removed, also in a format not written now.
     """
-    from cvaudit.audit.io import atomic_write_text
+    from cvaudit.audit.io import atomic_write_bytes
 
     from .html import render_html
     from .load import load_results
+    from .outputs import replace_outputs
     from .pdf import require_pdf
 
     fmts = check_formats(formats)
@@ -60,15 +63,18 @@ def render_report(
     record = load_results(results, allow_incomplete=allow_incomplete)
     gate = run_gate(record, policy, allow_incomplete=allow_incomplete) if policy is not None else None
     html = render_html(record, gate=gate, signer=signer)
-    out = Path(out_dir)
-    paths: list[Path] = []
+    files: dict[str, bytes] = {}
     if "html" in fmts:
-        paths.append(atomic_write_text(out / "report.html", html))
+        files["report.html"] = html.encode("utf-8")
     if "pdf" in fmts:
-        from .pdf import write_pdf
+        from .pdf import html_to_pdf_bytes
 
-        paths.append(write_pdf(html, out / "report.pdf"))
-    return paths
+        files["report.pdf"] = html_to_pdf_bytes(html)
+    out = Path(out_dir)
+    # rendered first, so a failure leaves OUT as it was; then an earlier report in a format not asked for
+    # this time goes too, so the folder never holds two runs' reports side by side
+    replace_outputs(out, REPORT_OUTPUTS)
+    return [atomic_write_bytes(out / name, data) for name, data in files.items()]
 
 
 def compare_results(

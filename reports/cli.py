@@ -29,7 +29,8 @@ def _finite(value: float, name: str) -> float:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output directory. Default: the folder of RESULTS.")
 @click.option("--format", "formats", default="html,pdf", show_default=True, metavar="html,pdf", help="Report formats.")
-@click.option("--policy", type=FILE, default=None, help="Gate policy YAML: adds a pass/fail verdict to the report.")
+@click.option("--policy", type=FILE, default=None,
+              help="Gate policy (YAML, or JSON for a .json file): adds a pass/fail verdict to the report.")
 @click.option("--signer", default=None, metavar='"NAME, ROLE"', help="Pre-fill the sign-off block.")
 @click.option("--allow-incomplete", is_flag=True, help="Render a run marked complete=false, with an INCOMPLETE RUN banner.")
 def report(results: Path, out: Path | None, formats: str, policy: Path | None, signer: str | None,
@@ -53,7 +54,8 @@ def report(results: Path, out: Path | None, formats: str, policy: Path | None, s
               show_default=True, help="Output directory (compare.json, compare.html, compare.pdf).")
 @click.option("--format", "formats", default="html,pdf", show_default=True, metavar="html,pdf",
               help="Report formats besides compare.json (empty string for JSON only).")
-@click.option("--n-boot", type=click.IntRange(min=0), default=None, help="Replicates. Default: BASE's.")
+@click.option("--n-boot", type=click.IntRange(min=0), default=None,
+              help="Replicates (0: no intervals; 1 is refused; widened/narrowed need 200+). Default: BASE's.")
 @click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=None, help="Bootstrap seed. Default: BASE's.")
 @click.option("--min-change", type=click.FloatRange(min=0, max=1e6), default=1e-3, show_default=True,
               callback=lambda _c, _p, v: _finite(v, "--min-change"),
@@ -74,12 +76,14 @@ def compare(base: Path, other: Path, out: Path, formats: str, n_boot: int | None
     click.echo(f"disparity widened: {len(widened)} figure(s)"
                + (": " + ", ".join(f"{d['attribute']}/{d['metric']}/{d['figure']}" for d in widened[:8])
                   if widened else ""))  # fmt: skip
+    for note in result["notes"]:
+        click.echo(f"note: {note}")
     click.echo(f"compare: {out / 'compare.json'}")
 
 
 @click.command()
 @click.argument("results", type=FILE)
-@click.option("--policy", type=FILE, required=True, help="Policy YAML (see examples/policy.yaml).")
+@click.option("--policy", type=FILE, required=True, help="Policy YAML, or JSON for a .json file (see examples/policy.yaml).")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write JUnit XML (one testcase per check).")
 @click.option("--quiet", is_flag=True, help="Print only breaches and the verdict.")

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cvaudit.audit.errors import DataError
+from cvaudit.audit.errors import ConfigError, DataError
 from cvaudit.metrics.aggregate import point_weights, sum_counts
 from cvaudit.metrics.bootstrap import percentile_ci, question_indices, replicate_counts
 from cvaudit.metrics.disparity import FIGURES, disparity_figures
-from cvaudit.metrics.evaluate import COUNTRY_ATTRIBUTE
+from cvaudit.metrics.evaluate import COUNTRY_ATTRIBUTE, MIN_RELIABLE_BOOT
 
 from .load import higher_is_better, load_results, metric_names
 
@@ -79,6 +79,12 @@ def check_pair(base: dict[str, Any], other: dict[str, Any]) -> list[str]:
         raise DataError("cannot compare: the groups differ ("
                         + ", ".join(f"{a}={g}" for a, g in diff)
                         + "); run both with the same --attributes, --min-size and survey file")  # fmt: skip
+    for side, record, keys in (("BASE", base, gb), ("OTHER", other, go)):
+        known = set(keys)
+        for i, it in enumerate(record.get("items") or []):
+            if (str(it["attribute"]), str(it["group"])) not in known:
+                raise DataError(f"cannot compare: {side} items[{i}] is for group {it['attribute']}={it['group']}, "
+                                "which its groups do not list; the file is damaged, re-run the audit")  # fmt: skip
     shared = set(qids)
     cellb, cello = {c for c in cellb if c[2] in shared}, {c for c in cello if c[2] in shared}
     if cellb != cello:
@@ -130,6 +136,20 @@ def _digest(record: dict[str, Any]) -> str:
 
 
 MIN_CHANGE = 1e-3  # a change whose whole interval is below this is not called widened/narrowed
+MIN_BOOT = 2  # one replicate is one point, not an interval: refused (0 = no intervals at all)
+
+
+def _replicates(n_boot: int | None, boot: dict[str, Any]) -> int:
+    """The replicate count: ``n_boot``, else BASE's; one replicate (or a negative count) is refused."""
+    if n_boot is not None:
+        n, where = int(n_boot), f"--n-boot {int(n_boot)}"
+    else:
+        n, where = int(boot.get("replicates") or 1000), f"BASE's bootstrap.replicates ({boot.get('replicates')})"
+    if n < 0 or 0 < n < MIN_BOOT:
+        raise ConfigError(f"{where}: a paired interval needs at least {MIN_BOOT} replicates (use --n-boot 1000 "
+                          f"for figures you report, at least {MIN_RELIABLE_BOOT} to call a change widened or "
+                          "narrowed; --n-boot 0 gives point changes only)")  # fmt: skip
+    return n
 
 
 def compare(
@@ -140,11 +160,14 @@ def compare(
 
     A disparity figure "widened" when the interval of its change lies wholly beyond
     ``min_change`` on the side of more disparity (below -min_change for the ratio).
+    Only intervals that can carry that are used: with fewer than MIN_RELIABLE_BOOT
+    replicates or a single paired question nothing is called widened or narrowed (a
+    note says so); one replicate is refused (ConfigError).
     """  # fmt: skip
     rb, ro = load_results(base), load_results(other)
     qids = check_pair(rb, ro)
     boot = rb.get("bootstrap") or {}
-    n_boot = int(n_boot if n_boot is not None else boot.get("replicates") or 1000)
+    n_boot = _replicates(n_boot, boot)
     seed = int(seed if seed is not None else boot.get("seed") or 0)
     level = float(boot.get("level") or 0.95)
     all_b, groups, _cells = _key_sets(rb)
@@ -157,6 +180,8 @@ def compare(
     for i, (a, _g) in enumerate(groups):
         attrs.setdefault(a, []).append(i)
     country = [i for i, (a, _g) in enumerate(groups) if a == COUNTRY_ATTRIBUTE]
+    # widened/narrowed need intervals that can carry them: enough replicates, and questions that can vary
+    calls = n_boot >= MIN_RELIABLE_BOOT and len(qids) > 1
 
     out_overall, out_groups, out_disp = [], [], []
     for m in metrics:
@@ -207,8 +232,8 @@ def compare(
                 # a ratio falling (min/max further below 1) is a widening; every other figure widens upward
                 widen_up = f != "ratio"
                 eps = float(min_change)
-                widened = bool(ci is not None and ((ci[0] > eps) if widen_up else (ci[1] < -eps)))
-                narrowed = bool(ci is not None and ((ci[1] < -eps) if widen_up else (ci[0] > eps)))
+                widened = calls and ci is not None and bool((ci[0] > eps) if widen_up else (ci[1] < -eps))
+                narrowed = calls and ci is not None and bool((ci[1] < -eps) if widen_up else (ci[0] > eps))
                 out_disp.append({
                     "attribute": a, "metric": m, "figure": f,
                     "base": _fig(db[f][0], None if dbr is None else dbr[f], level),
@@ -216,6 +241,19 @@ def compare(
                     "change": change, "widened": widened, "narrowed": narrowed,
                 })  # fmt: skip
     notes = []
+    digest = _digest(rb)
+    same = digest == _digest(ro)  # the digest each run's own report prints: a copy of a file is the same results
+    if same:
+        notes.append(f"BASE and OTHER are the same results (same digest {digest}): every change is zero by "
+                     "construction; pass the results of the run you mean to compare")  # fmt: skip
+    if n_boot == 0:
+        notes.append("no bootstrap (--n-boot 0): changes have no interval and none is called widened or narrowed")
+    elif n_boot < MIN_RELIABLE_BOOT:
+        notes.append(f"only {n_boot} bootstrap replicates: the {level:.0%} intervals are rough, so no change is "
+                     f"called widened or narrowed (that needs {MIN_RELIABLE_BOOT}); use --n-boot 1000")  # fmt: skip
+    if len(qids) == 1:
+        notes.append("only one paired question: the question bootstrap cannot vary, so intervals have zero width "
+                     "and no change is called widened or narrowed")  # fmt: skip
     if held_out:
         notes.append(f"paired on the {len(qids)} questions both runs audited; {len(held_out)} held out by a run's "
                      f"method ({', '.join(held_out)}) are left out of BASE and OTHER alike, so these figures "
@@ -239,7 +277,8 @@ def compare(
         "n_questions": len(qids),
         "questions": {"paired": list(qids), "held_out": held_out},
         "bootstrap": {"unit": "question", "paired": True, "replicates": int(len(idx)), "level": level, "seed": seed,
-                      "min_change": float(min_change)},  # fmt: skip
+                      "min_change": float(min_change), "changes_called": calls},  # fmt: skip
+        "same_results": same,
         "overall": out_overall,
         "groups": out_groups,
         "disparity": out_disp,
@@ -248,20 +287,32 @@ def compare(
     }
 
 
+COMPARE_OUTPUTS = ("compare.json", "compare.html", "compare.pdf")
+
+
 def write_compare(result: dict[str, Any], out_dir: str | os.PathLike, formats: Sequence[str]) -> list[Path]:
-    """compare.json always; compare.html / compare.pdf as asked."""
-    from cvaudit.audit.io import atomic_write_json, atomic_write_text
+    """compare.json always; compare.html / compare.pdf as asked.
+
+    Everything is rendered first (a failure leaves the folder as it was); then every
+    earlier compare output goes, so a format not asked for this time cannot sit beside
+    this run's compare.json as if it belonged to it.
+    """
+    from cvaudit.audit.io import atomic_write_bytes, dumps_json
+
+    from .outputs import replace_outputs
 
     out = Path(out_dir)
-    paths = [atomic_write_json(out / "compare.json", result)]
+    files = {"compare.json": dumps_json(result).encode("utf-8")}
     if formats:
         from .html import render_compare_html
 
         html = render_compare_html(result)
         if "html" in formats:
-            paths.append(atomic_write_text(out / "compare.html", html))
+            files["compare.html"] = html.encode("utf-8")
         if "pdf" in formats:
-            from .pdf import write_pdf
+            from .pdf import html_to_pdf_bytes
 
-            paths.append(write_pdf(html, out / "compare.pdf"))
-    return paths
+            files["compare.pdf"] = html_to_pdf_bytes(html)
+    replace_outputs(out, COMPARE_OUTPUTS)
+    return [atomic_write_bytes(out / name, data) for name, data in files.items()]
+

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cvaudit.audit.errors import ConfigError
+from cvaudit.audit.errors import ConfigError, DataError
 
 from .load import load_results, metric_names, read_figure
-from .policy import Check, Policy, load_policy
+from .policy import Check, Policy, load_policy, require_active
 
 OPS = {"max": "<=", "min": ">="}
 
@@ -92,20 +92,29 @@ def _undefined(policy: Policy, c: Check, attribute: str, what: str) -> CheckResu
                        c.metric, attribute, c.check, c.on, c.threshold, None)  # fmt: skip
 
 
-def _evaluate(policy: Policy, c: Check, attribute: str, record: dict[str, Any], groups: list[dict]) -> CheckResult:
+def _damaged(source: str, what: str) -> DataError:
+    return DataError(f"{source}: {what}; the file is damaged, re-run the audit")
+
+
+def _evaluate(policy: Policy, c: Check, attribute: str, record: dict[str, Any], groups: list[dict],
+              source: str = "results") -> CheckResult:  # fmt: skip
     name = _name(c, attribute)
     base = {"metric": c.metric, "attribute": attribute, "check": c.check, "on": c.on, "threshold": c.threshold}
     kind = c.kind
     if kind.startswith("disparity:") or kind == "overall":  # one figure compared with the threshold
         if kind == "overall":
             label, what = "overall", f"overall {c.metric}"
-            fig = (record.get("overall") or {}).get(c.metric)
+            if c.metric not in (record.get("overall") or {}):
+                raise _damaged(source, f"no overall.{c.metric}")
+            fig = record["overall"][c.metric]
         else:
             label = kind.split(":", 1)[1]
             what = f"{label} of {c.metric} across {attribute}"
             entry = next((d for d in record.get("disparity") or []
                           if d.get("attribute") == attribute and d.get("metric") == c.metric), None)  # fmt: skip
-            fig = (entry or {}).get(label)
+            if entry is None or label not in entry:  # load_results refuses this; a figure never read is no pass
+                raise _damaged(source, f"no disparity {label} of {c.metric} across {attribute}")
+            fig = entry[label]
         value = _pick(fig, c.on)
         if value is None:
             return _undefined(policy, c, attribute, what)
@@ -119,6 +128,9 @@ def _evaluate(policy: Policy, c: Check, attribute: str, record: dict[str, Any], 
             return CheckResult(name, "fail", f"{name}: disfavoured on {c.metric}: {', '.join(bad)}", **base)
         return CheckResult(name, "pass", f"{name}: no group disfavoured on {c.metric}", **base)
     # per group: every group must meet the threshold; the worst one is reported
+    lacking = [str(g["group"]) for g in groups if c.metric not in (g.get("metrics") or {})]
+    if lacking:
+        raise _damaged(source, f"no {c.metric} figure for group {attribute}={lacking[0]}")
     values = [(str(g["group"]), _pick((g.get("metrics") or {}).get(c.metric), c.on)) for g in groups]
     defined = [(g, v) for g, v in values if v is not None]
     if not defined:
@@ -171,6 +183,8 @@ def gate(
             out.append(CheckResult(n, "fail", f"{n}: not evaluated, the run is incomplete", c.metric, c.attribute,
                                    c.check, c.on, c.threshold))  # fmt: skip
         return GateResult(pol.name, tuple(out), name, policy_digest(pol), pol.require_non_synthetic)
+    # after the incomplete branch: an incomplete run fails whatever the policy; a complete one must be checked
+    require_active(pol)
     metrics = metric_names(record)
     attrs = _attributes(record)
     for c in pol.checks:
@@ -181,7 +195,7 @@ def gate(
                               f"{', '.join(attrs)} (or use \"*\")")  # fmt: skip
     for c in pol.checks:
         if c.kind == "overall":
-            out.append(_evaluate(pol, c, "overall", record, []))
+            out.append(_evaluate(pol, c, "overall", record, [], name))
             continue
         if c.attribute == "*":
             # disparity needs two groups: "*" covers the attributes where it is defined by construction
@@ -192,7 +206,7 @@ def gate(
         else:
             targets = [c.attribute]
         for attr in targets:
-            out.append(_evaluate(pol, c, attr, record, attrs.get(attr, [])))
+            out.append(_evaluate(pol, c, attr, record, attrs.get(attr, []), name))
     return GateResult(pol.name, tuple(out), name, policy_digest(pol), pol.require_non_synthetic)
 
 

@@ -590,8 +590,11 @@ def compare_context(result: dict[str, Any]) -> dict[str, Any]:
                 "digest": str(s.get("results_digest") or "—"), "data_sha256": str(s.get("data_sha256") or "—")}  # fmt: skip
 
     disp = []
+    called = (result.get("bootstrap") or {}).get("changes_called", True) is not False  # older compare.json: called
     for d in result.get("disparity") or []:
         verdict = "widened" if d.get("widened") else ("narrowed" if d.get("narrowed") else "no clear change")
+        if not called:
+            verdict = "not called (see the notes)"
         disp.append({"attribute": str(d["attribute"]), "metric": title(str(d["metric"])),
                      "figure": FIGURE_TITLES.get(str(d["figure"]), str(d["figure"])), "verdict": verdict,
                      **_change_row(d)})  # fmt: skip

@@ -78,7 +78,8 @@ def load_results(source: dict | str | os.PathLike, allow_incomplete: bool = Fals
 def _check_entries(record: dict[str, Any], name: str) -> None:
     """Every list entry a renderer, the gate, export or compare reads has the shape they assume.
 
-    One line naming the first damaged entry, instead of an AttributeError deep in a template.
+    One line naming the first damaged entry, instead of an AttributeError deep in a template,
+    or a figure that is missing or not a number being read as "not defined" (null).
     """
 
     def damaged(where: str, what: str) -> DataError:
@@ -99,6 +100,87 @@ def _check_entries(record: dict[str, Any], name: str) -> None:
             raise damaged(f"disparity[{i}]", "lacks attribute/metric")
     if not all(isinstance(f, dict) for f in record["overall"].values()):
         raise damaged("overall", "must map each metric to {value, ci}")
+    _check_figures(record, damaged)
+    _check_items(record, damaged)
+
+
+def _not_number(x: Any) -> bool:
+    """True for what is neither a JSON number nor null (a string, a bool, a list...): damage, not "undefined"."""
+    return x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)))
+
+
+def _check_figure(fig: dict[str, Any], where: str, damaged: Any) -> None:
+    """``value`` a number or null, ``ci`` null or a list of numbers/nulls (NaN and Infinity read as not defined)."""
+    if "value" not in fig:
+        raise damaged(where, "has no value (a figure that is not defined is written value: null)")
+    if _not_number(fig["value"]):
+        raise damaged(f"{where}.value", f"is {fig['value']!r}, not a number or null")
+    ci = fig.get("ci")
+    if ci is not None and (not isinstance(ci, list) or any(_not_number(x) for x in ci)):
+        raise damaged(f"{where}.ci", f"is {ci!r}, not [lower, upper] or null")
+
+
+def _check_figures(record: dict[str, Any], damaged: Any) -> None:
+    """Every figure the gate, report and export read exists and is a number or null.
+
+    Each metric of the record has an overall figure, a figure in every group and a
+    disparity entry (every figure in it) for every attribute with groups: a missing
+    one is a damaged file, never a null the gate may skip.
+    """
+    from cvaudit.metrics.disparity import FIGURES
+
+    metrics = metric_names(record)
+    for m in metrics:
+        if m not in record["overall"]:
+            raise damaged("overall", f"has no {m} (the groups have it)")
+        _check_figure(record["overall"][m], f"overall.{m}", damaged)
+    attributes: dict[str, None] = {}
+    for i, g in enumerate(record["groups"]):
+        attributes[str(g["attribute"])] = None
+        for m in metrics:
+            if m not in g["metrics"]:
+                raise damaged(f"groups[{i}].metrics", f"has no {m} ({g['attribute']}={g['group']})")
+            _check_figure(g["metrics"][m], f"groups[{i}].metrics.{m}", damaged)
+    seen: dict[tuple[str, str], int] = {}
+    for i, d in enumerate(record["disparity"]):
+        key = (str(d["attribute"]), str(d["metric"]))
+        if key in seen:
+            raise damaged(f"disparity[{i}]", f"repeats {key[1]} across {key[0]} (also disparity[{seen[key]}])")
+        seen[key] = i
+        for f in (*FIGURES, "overall"):
+            if f in d:
+                if not isinstance(d[f], dict):
+                    raise damaged(f"disparity[{i}].{f}", "must be a {value, ci} figure")
+                _check_figure(d[f], f"disparity[{i}].{f}", damaged)
+            elif f != "overall":
+                raise damaged(f"disparity[{i}]", f"has no {f} ({key[1]} across {key[0]})")
+    for a in attributes:
+        for m in metrics:
+            if (a, m) not in seen:
+                raise damaged("disparity", f"has no entry for {m} across {a}")
+
+
+def _check_items(record: dict[str, Any], damaged: Any) -> None:
+    """Compare recomputes every figure from the items: each needs all metrics, as numbers or null, once."""
+    if not record["items"]:
+        raise damaged("items", "is empty (a complete audit has its (group, question) items)")
+    metrics = metric_names(record)
+    seen: dict[tuple[str, str, str], int] = {}
+    for i, it in enumerate(record["items"]):
+        key = (str(it["attribute"]), str(it["group"]), str(it["question"]))
+        label = f"({key[0]}={key[1]}, {key[2]})"
+        if key in seen:
+            raise damaged(f"items[{i}]", f"repeats the item {label} of items[{seen[key]}]")
+        seen[key] = i
+        values = it.get("metrics")
+        if not isinstance(values, dict):
+            raise damaged(f"items[{i}]", f"{label} has no metrics")
+        for m in metrics:
+            if m not in values:
+                raise damaged(f"items[{i}].metrics", f"{label} has no {m}")
+            v = values[m]
+            if v is not None and finite_number(v) is None:
+                raise damaged(f"items[{i}].metrics.{m}", f"{label} is {v!r}, not a finite number or null")
 
 
 def finite_number(x: Any) -> float | None:

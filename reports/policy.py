@@ -1,4 +1,4 @@
-"""Gate policies: thresholds per metric and attribute, read from YAML and validated strictly.
+"""Gate policies: thresholds per metric and attribute, read from YAML (or JSON) and validated strictly.
 
 A typo in a CI policy must not silently pass a model, so every unknown key, metric,
 check or bound is a ConfigError (exit 2) with a one-line message. Format
@@ -19,8 +19,10 @@ check or bound is a ConfigError (exit 2) with a one-line message. Format
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,22 @@ class Policy:
     undefined: str = "fail"
     checks: tuple[Check, ...] = ()
 
+    @property
+    def active(self) -> bool:
+        """Whether the policy checks anything about the audit itself: a policy that does not can only pass.
+
+        ``require_complete`` alone does not count (an incomplete run is refused anyway).
+        """
+        return bool(self.checks) or self.require_non_synthetic
+
+
+def require_active(policy: Policy) -> None:
+    """Refuse a policy that checks nothing: its PASS would certify a model nobody looked at."""
+    if not policy.active:
+        raise ConfigError(f"policy {policy.name} checks nothing: a policy must have at least one active check "
+                          "(a rule such as {metric: accuracy, max_gap: 0.1}, or require_non_synthetic: true); "
+                          "see examples/policy.yaml")  # fmt: skip
+
 
 def _bool(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
@@ -92,13 +110,41 @@ def _number(value: Any, where: str) -> float:
 _RANGES = {"min_ratio": (0.0, 1.0, "a ratio min/max lies in [0, 1]"),
            **{name: (0.0, math.inf, "the figure is never negative")
               for name in ("max_gap", "max_normalised_range", "max_cv", "max_abs_to_overall")}}  # fmt: skip
+#: the range of each built-in metric (docs/metrics.md); a plug-in metric's range is unknown, so only
+#: the metric-free bounds above apply to it
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "accuracy": (0.0, 1.0), "nmae": (0.0, 1.0), "representativeness": (0.0, 1.0), "similarity": (0.0, 1.0),
+}  # fmt: skip
+#: checks whose figure lies in the metric's own range: a group or overall mean, and for a metric in [lo, hi]
+#: with lo >= 0 a gap or distance of at most hi - lo (normalised_range = gap / max lies in [0, 1])
+_VALUE_CHECKS = ("min_group_value", "max_group_value", "max_group_nmae", "min_overall_value", "max_overall_value")
+_SPAN_CHECKS = ("max_gap", "max_abs_to_overall")
 
 
-def _threshold(name: str, value: Any, where: str) -> float:
-    x = _number(value, where)
+def _range(name: str, metric: str) -> tuple[float, float, str]:
+    """The values a threshold of check ``name`` on ``metric`` can meaningfully take, and why."""
     lo, hi, why = _RANGES.get(name, (-math.inf, math.inf, ""))
+    known = METRIC_RANGES.get(metric)
+    if known is None:
+        return lo, hi, why
+    mlo, mhi = known
+    where = f"{metric} lies in [{mlo:g}, {mhi:g}]"
+    if name in _VALUE_CHECKS:
+        return mlo, mhi, where
+    if name in _SPAN_CHECKS:
+        return 0.0, mhi - mlo, f"{where}, so its {name[4:].replace('_', ' ')} lies in [0, {mhi - mlo:g}]"
+    if name == "max_normalised_range":
+        return 0.0, 1.0, "the normalised range (max - min) / max lies in [0, 1]"
+    return lo, hi, why
+
+
+def _threshold(name: str, value: Any, where: str, metric: str = "") -> float:
+    """The threshold as a float; one the figure can never cross (a percent typo, a sign slip) is refused."""
+    x = _number(value, where)
+    lo, hi, why = _range(name, metric)
     if not lo <= x <= hi:
-        raise ConfigError(f"policy: {where} = {x:g} can never be met or never fail ({why}); fix the threshold")
+        hint = f"; a percentage? write {x / 100:g} for {x:g}%" if hi == 1.0 and 1.0 < x <= 100.0 else ""
+        raise ConfigError(f"policy: {where} = {x:g} can never be met or never fail ({why}); fix the threshold{hint}")
     return x
 
 
@@ -149,6 +195,7 @@ def parse_policy(raw: Any, source: str = "policy") -> Policy:
         on = _bound(rule.get("on", "value"), where)
         if not names:
             raise ConfigError(f"{where} has no check; add one of {', '.join(CHECKS)}")
+        before = len(checks)
         for name in names:
             spec = rule[name]
             bound = on
@@ -166,7 +213,10 @@ def parse_policy(raw: Any, source: str = "policy") -> Policy:
                     continue
                 checks.append(Check(metric, attribute, name, None, bound))
             else:
-                checks.append(Check(metric, attribute, name, _threshold(name, spec, f"{where}.{name}"), bound))
+                checks.append(Check(metric, attribute, name, _threshold(name, spec, f"{where}.{name}", metric), bound))
+        if len(checks) == before:  # only disabled checks: the rule looks like a check and checks nothing
+            raise ConfigError(f"{where} checks nothing ({', '.join(f'{n}: false' for n in names)}); "
+                              "remove the rule or give it an active check")  # fmt: skip
     return Policy(
         name=str(raw.get("name") or source),
         require_complete=_bool(raw.get("require_complete", True), f"{source}: require_complete"),
@@ -176,9 +226,17 @@ def parse_policy(raw: Any, source: str = "policy") -> Policy:
     )
 
 
+#: YAML 1.2 floats with an exponent (``1e-3``, ``2E5``, ``1.5e+2``): PyYAML follows YAML 1.1, which reads
+#: them as strings, and a threshold written ``1e-3`` would be refused as "not a number"
+_FLOAT_12 = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$")
+
+
 def _unique_keys_loader() -> Any:
-    """A SafeLoader that refuses a key given twice in one mapping: YAML would keep the last one silently,
-    and ``max_gap: 0.1`` followed by ``max_gap: 0.9`` would loosen the gate unnoticed."""
+    """A SafeLoader that refuses a key given twice in one mapping and reads YAML 1.2 exponent floats.
+
+    YAML would keep the last of two keys silently, and ``max_gap: 0.1`` followed by
+    ``max_gap: 0.9`` would loosen the gate unnoticed.
+    """
     import yaml
 
     class UniqueKeys(yaml.SafeLoader):
@@ -195,11 +253,33 @@ def _unique_keys_loader() -> Any:
         return loader.construct_mapping(node, deep=deep)
 
     UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    # add_implicit_resolver copies the class's resolver table first: yaml.SafeLoader itself is unchanged
+    UniqueKeys.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+.0123456789"))
     return UniqueKeys
 
 
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object that refuses a key given twice, as the YAML loader does."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} given twice")
+        out[key] = value
+    return out
+
+
+def _read_json(path: Path) -> Any:
+    """A ``.json`` policy read as JSON: tabs and ``json.dumps`` layouts are fine, trailing commas are not."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_json_pairs)
+    except RecursionError:
+        raise ConfigError(f"policy file {path.name} nests too deeply to be a policy") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise ConfigError(f"policy file {path.name} is not valid JSON ({exc})") from None
+
+
 def load_policy(source: Policy | dict | str | os.PathLike) -> Policy:
-    """A Policy from a Policy, a mapping or a YAML file path."""
+    """A Policy from a Policy, a mapping or a policy file path (``.json``: JSON, anything else: YAML)."""
     if isinstance(source, Policy):
         return source
     if isinstance(source, dict):
@@ -209,6 +289,8 @@ def load_policy(source: Policy | dict | str | os.PathLike) -> Policy:
     path = Path(source)
     if not path.is_file():
         raise ConfigError(f"policy file {os.fspath(path)!r} not found; see examples/policy.yaml for the format")
+    if path.suffix.lower() == ".json":
+        return parse_policy(_read_json(path), source=path.name)
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_keys_loader())  # noqa: S506 (a SafeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

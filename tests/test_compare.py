@@ -173,11 +173,11 @@ def test_min_change_keeps_tiny_shifts_from_widening(base):
     mb = group_means(base, "similarity")
     top = max(["Female", "Male"], key=lambda g: mb[("sex", g)])
     other = shifted(base, top, "similarity", lambda q: 1e-4)  # interval excludes 0, but the change is negligible
-    res = compare_results(base, other, n_boot=100, min_change=1e-3)
+    res = compare_results(base, other, n_boot=200, min_change=1e-3)
     gap = next(x for x in res["disparity"] if x["attribute"] == "sex" and x["metric"] == "similarity"
                and x["figure"] == "gap")
     assert gap["change"]["value"] == pytest.approx(1e-4) and not gap["widened"]
-    res = compare_results(base, other, n_boot=100, min_change=0.0)
+    res = compare_results(base, other, n_boot=200, min_change=0.0)  # 200: enough replicates to call a change
     gap = next(x for x in res["disparity"] if x["attribute"] == "sex" and x["metric"] == "similarity"
                and x["figure"] == "gap")
     assert gap["widened"] == (gap["change"]["ci"][0] > 0)
@@ -196,3 +196,134 @@ def test_compare_names_its_inputs_exactly(base):
     for value in (res["base"]["results_digest"], res["other"]["results_digest"], "other-method-fp",
                   str(base["data"]["sha256"])):  # fmt: skip
         assert value in page, value
+
+
+def _cli(args: list[str]) -> int:
+    from results_factory import run_cli
+
+    return run_cli(args)
+
+
+def _widening(base: dict) -> tuple[dict, dict]:
+    """OTHER: sex's better group better by 0.05 on every question, so the gap widens in every replicate."""
+    mb = group_means(base, "representativeness")
+    top = max(["Female", "Male"], key=lambda g: mb[("sex", g)])
+    other = shifted(base, top, "representativeness", lambda q: 0.05)
+    gap = lambda res: next(x for x in res["disparity"] if x["attribute"] == "sex"  # noqa: E731
+                           and x["metric"] == "representativeness" and x["figure"] == "gap")  # fmt: skip
+    return other, gap
+
+
+def test_too_few_replicates_refused_or_never_call_a_change(tmp_path, base, capsys):
+    """One replicate is a point, not an interval: refused; below 200 nothing is called widened or narrowed."""
+    from cvaudit.audit.errors import ConfigError
+
+    other, gap = _widening(base)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(base))
+    b.write_text(json.dumps(other))
+    assert _cli(["compare", str(a), str(b), "--n-boot", "1", "--out", str(tmp_path / "c"), "--format", ""]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--n-boot 1" in err and not (tmp_path / "c").exists(), err
+    with pytest.raises(ConfigError, match="at least 2 replicates"):
+        compare_results(base, other, n_boot=1)
+    one = copy.deepcopy(base)
+    one["bootstrap"]["replicates"] = 1  # BASE's own count is the default: refused too, naming where it came from
+    with pytest.raises(ConfigError, match="BASE's bootstrap.replicates"):
+        compare_results(one, other)
+    for n in (0, 2, 199):
+        res = compare_results(base, other, n_boot=n)
+        assert not gap(res)["widened"] and res["widened"] == [] and res["bootstrap"]["changes_called"] is False
+        assert any(("only 2 bootstrap" if n == 2 else "no bootstrap" if n == 0 else "only 199") in x
+                   for x in res["notes"]), res["notes"]  # fmt: skip
+    res = compare_results(base, other, n_boot=200)
+    assert gap(res)["widened"] and res["bootstrap"]["changes_called"] is True
+    assert not any("bootstrap replicates" in x for x in res["notes"])
+    assert _cli(["compare", str(a), str(b), "--n-boot", "2", "--out", str(tmp_path / "c"), "--format", "html"]) == 0
+    out = capsys.readouterr().out
+    assert "disparity widened: 0 figure(s)" in out and "note: only 2 bootstrap replicates" in out
+    assert "not called (see the notes)" in (tmp_path / "c" / "compare.html").read_text()
+
+
+def test_one_paired_question_never_calls_a_change():
+    single = make_results(n_questions=1, n_boot=20)
+    other, gap = _widening(single)
+    res = compare_results(single, other, n_boot=200)
+    assert gap(res)["change"]["ci"] is not None and not gap(res)["widened"]  # a zero-width interval
+    assert any("only one paired question" in n for n in res["notes"])
+
+
+def _item(rec: dict, i: int = 0) -> dict:
+    return rec["items"][i]
+
+
+@pytest.mark.parametrize(("damage", "fragment"), [
+    (lambda r: _item(r)["metrics"].update(nmae="x"), "items[0].metrics.nmae"),
+    (lambda r: _item(r)["metrics"].update(nmae=float("nan")), "items[0].metrics.nmae"),
+    (lambda r: _item(r)["metrics"].update(accuracy=True), "items[0].metrics.accuracy"),
+    (lambda r: _item(r)["metrics"].update(similarity=float("inf")), "items[0].metrics.similarity"),
+    (lambda r: _item(r).pop("metrics"), "items[0]"),
+    (lambda r: _item(r)["metrics"].pop("representativeness"), "items[0].metrics"),
+    (lambda r: r["items"].append(copy.deepcopy(_item(r))), "repeats the item"),
+    (lambda r: _item(r).update(group="Martian"), "items[0] is for group"),
+    (lambda r: r.update(items=[]), "items is empty"),
+])  # fmt: skip
+def test_damaged_items_are_refused_naming_the_item(tmp_path, base, capsys, damage, fragment):
+    """compare recomputes every figure from items[].metrics: a damaged item is exit 2, never a shifted figure."""
+    rec = copy.deepcopy(base)
+    damage(rec)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(base))
+    b.write_text(json.dumps(rec))  # NaN and Infinity go in as Python's json writes them
+    for args in (["compare", str(a), str(b)], ["compare", str(b), str(a)]):
+        assert _cli([*args, "--out", str(tmp_path / "c"), "--format", ""]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and fragment in err and "internal error" not in err, err
+        assert "Martian" in err or str(b) in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_outputs_of_formats_not_written_are_removed(tmp_path, base, monkeypatch):
+    """A folder never holds one comparison's compare.json beside an earlier one's compare.html/compare.pdf."""
+    other, _gap = _widening(base)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(base))
+    b.write_text(json.dumps(other))
+    out = tmp_path / "c"
+    assert _cli(["compare", str(a), str(a), "--out", str(out), "--format", "html", "--n-boot", "20"]) == 0
+    (out / "compare.pdf").write_bytes(b"%PDF- from an earlier comparison")
+    (out / ".compare.pdf.x1y2.tmp").write_bytes(b"a killed write")
+    first = (out / "compare.json").read_text()
+    # a render that fails leaves the earlier outputs as they were
+    import cvaudit.reports.html as html_mod
+
+    def broken(_result):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(html_mod, "render_compare_html", broken)
+    with pytest.raises(RuntimeError):
+        compare_results(a, b, out, formats="html", n_boot=20)
+    assert sorted(p.name for p in out.iterdir()) == [".compare.pdf.x1y2.tmp", "compare.html", "compare.json",
+                                                     "compare.pdf"]  # fmt: skip
+    assert (out / "compare.json").read_text() == first
+    monkeypatch.undo()
+    assert _cli(["compare", str(a), str(b), "--out", str(out), "--format", "", "--n-boot", "20"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["compare.json"]
+    assert json.loads((out / "compare.json").read_text())["other"]["path"] == str(b)
+    assert _cli(["compare", str(a), str(b), "--out", str(out), "--format", "html", "--n-boot", "20"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["compare.html", "compare.json"]
+
+
+def test_comparing_results_with_themselves_is_noted(tmp_path, base, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(base))
+    b.write_text(json.dumps(base, indent=2))  # another file, the same results
+    for x, y in ((a, a), (a, b)):
+        assert _cli(["compare", str(x), str(y), "--out", str(tmp_path / "c"), "--format", "html", "--n-boot", "20"]) == 0
+        out = capsys.readouterr().out
+        assert "note: BASE and OTHER are the same results (same digest sha256:" in out
+        data = json.loads((tmp_path / "c" / "compare.json").read_text())
+        assert data["same_results"] is True and any("same results" in n for n in data["notes"])
+        assert "BASE and OTHER are the same results" in (tmp_path / "c" / "compare.html").read_text()
+    res = compare_results(base, shifted(base, "Male", "similarity", lambda q: 0.01), n_boot=20)
+    assert res["same_results"] is False and not any("same results" in n for n in res["notes"])

@@ -75,6 +75,9 @@ def _parse(raw):
         assert check.check in policy_mod.CHECKS and check.on in policy_mod.BOUNDS
         assert isinstance(check.metric, str) and isinstance(check.attribute, str)
         assert check.threshold is None or isinstance(check.threshold, float)
+        known = policy_mod.METRIC_RANGES.get(check.metric)
+        if known is not None and check.kind in ("group", "overall"):  # a built-in's mean lies in its range
+            assert known[0] <= check.threshold <= known[1], check
     return policy
 
 
@@ -83,8 +86,11 @@ def _gate_verdict_is_sound(record, policy) -> None:
 
     try:
         result = gate(record, policy)
-    except CVAuditError:
+    except CVAuditError as exc:
+        assert "\n" not in str(exc), repr(str(exc))
         return
+    # a PASS always rests on at least one check of the audit itself, never on require_complete alone
+    assert not result.passed or any(c.name != "require_complete" for c in result.checks), result
     for c in result.checks:
         assert c.status in ("pass", "fail", "skip"), c
         if c.threshold is not None and math.isnan(c.threshold):
@@ -151,3 +157,35 @@ def test_policy_documents_through_yaml_files(results_record, raw):
             return
     event("accepted")
     _gate_verdict_is_sound(results_record, policy)
+
+
+@FUZZ
+@given(_policy_shaped())
+def test_policy_documents_through_json_files(results_record, raw):
+    """A ``.json`` policy is read by the json module: whatever json.dumps writes (tabs included) parses."""
+    import json
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "policy.json"
+        path.write_text(json.dumps(raw, indent="\t"), encoding="utf-8")
+        try:
+            policy = policy_mod.load_policy(path)
+        except CVAuditError as exc:
+            assert "\n" not in str(exc) and "not valid" not in str(exc), repr(str(exc))  # JSON it wrote: parsed
+            event("refused")
+            return
+    event("accepted")
+    assert policy == policy_mod.parse_policy(raw, source="policy.json")  # as the dict itself parses
+    _gate_verdict_is_sound(results_record, policy)
+
+
+@FUZZ
+@given(st.integers(1, 999), st.sampled_from(["e", "E"]), st.integers(-12, -3), st.sampled_from(["", "."]))
+def test_exponent_thresholds_in_yaml(mantissa, e, exponent, dot):
+    """``max_gap: 1e-3`` (a YAML 1.2 float; YAML 1.1 needs a dot and a signed exponent) is the number."""
+    text = f"{mantissa}{dot}{e}{exponent}"
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "policy.yaml"
+        path.write_text(f"rules:\n  - metric: accuracy\n    max_gap: {text}\n", encoding="utf-8")
+        policy = policy_mod.load_policy(path)
+    assert policy.checks[0].threshold == float(text)

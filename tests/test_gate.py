@@ -233,3 +233,152 @@ def test_undefined_groups_and_empty_attribute_sets_are_not_passes(record):
     res = gate(empty, star)
     assert not res.passed and any("no groups it applies to" in c.message for c in res.checks)
     assert gate(empty, {**star, "undefined": "skip"}).passed
+
+
+# ------------------------------------------------------------------ policies that check nothing
+@pytest.mark.parametrize("text", [
+    "name: x\n",
+    "rules: []\n",
+    "name: x\nrules:\n",
+    "rules:\n  - metric: accuracy\n    no_disfavoured_group: false\n",
+    "rules:\n  - metric: accuracy\n    no_disfavoured_group: {threshold: false}\n",
+])  # fmt: skip
+def test_policy_that_checks_nothing_is_bad_input(tmp_path, results_file, capsys, text):
+    """Its PASS would certify a model nobody checked: exit 2 in gate and in report --policy, not exit 0."""
+    pol = write(tmp_path, text)
+    assert run_cli(["gate", str(results_file), "--policy", str(pol)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checks nothing" in err, err
+    out = tmp_path / "rep"
+    assert run_cli(["report", str(results_file), "--policy", str(pol), "--format", "html", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checks nothing" in err and not (out / "report.html").exists(), err
+
+
+def test_active_checks_besides_rules_and_disabled_checks_beside_active_ones(record):
+    assert gate(record, {"require_non_synthetic": True}).checks  # a real check: refused data is a breach
+    res = gate(record, {"rules": [{"metric": "accuracy", "attribute": "sex", "max_gap": 1.0,
+                                   "no_disfavoured_group": False}]})  # fmt: skip
+    assert res.passed and [c.check for c in res.checks] == ["require_complete", "max_gap"]
+    with pytest.raises(ConfigError, match=r"rules\[1\] checks nothing"):
+        parse_policy({"rules": [{"metric": "accuracy", "max_gap": 0.5},
+                                {"metric": "nmae", "no_disfavoured_group": False}]})  # fmt: skip
+
+
+# ------------------------------------------------------------------ damaged figures are not "undefined"
+def _sex_gone(rec):
+    rec["disparity"] = [d for d in rec["disparity"] if d["attribute"] != "sex"]
+
+
+def _entry(rec, metric="accuracy", attribute="sex"):
+    return next(d for d in rec["disparity"] if d["metric"] == metric and d["attribute"] == attribute)
+
+
+def _group(rec, name="Male"):
+    return next(g for g in rec["groups"] if g["group"] == name)
+
+
+@pytest.mark.parametrize(("damage", "rule", "fragment"), [
+    (_sex_gone, {"attribute": "sex", "max_gap": 0.9}, "disparity has no entry for accuracy across sex"),
+    (lambda r: _entry(r)["gap"].update(value="0.9"), {"attribute": "sex", "max_gap": 0.9}, ".gap.value is '0.9'"),
+    (lambda r: _entry(r).pop("gap"), {"attribute": "sex", "max_gap": 0.9}, "has no gap (accuracy across sex)"),
+    (lambda r: _entry(r)["gap"].update(value=True), {"attribute": "sex", "max_gap": 0.9}, ".gap.value is True"),
+    (lambda r: _entry(r)["gap"].update(ci="wide"), {"attribute": "sex", "max_gap": 0.9}, ".gap.ci is 'wide'"),
+    (lambda r: _entry(r)["gap"].pop("value"), {"attribute": "sex", "max_gap": 0.9}, ".gap has no value"),
+    (lambda r: r["overall"].pop("accuracy"), {"min_overall_value": 0.1}, "overall has no accuracy"),
+    (lambda r: r["overall"]["accuracy"].update(value=[0.5]), {"min_overall_value": 0.1},
+     "overall.accuracy.value is [0.5]"),
+    (lambda r: _group(r)["metrics"].pop("accuracy"), {"attribute": "sex", "min_group_value": 0.1},
+     "metrics has no accuracy (sex=Male)"),
+    (lambda r: _group(r)["metrics"]["accuracy"].update(value="0.4"), {"attribute": "sex", "min_group_value": 0.1},
+     "metrics.accuracy.value is '0.4'"),
+    (lambda r: r["disparity"].append(dict(_entry(r))), {"attribute": "sex", "max_gap": 0.9},
+     "repeats accuracy across sex"),
+])  # fmt: skip
+def test_damaged_figures_are_bad_input_not_undefined(tmp_path, record, capsys, damage, rule, fragment):
+    """Only a JSON null is "not defined"; a missing or non-numeric figure is a damaged file, even with undefined: skip."""
+    rec = json.loads(json.dumps(record))
+    damage(rec)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(rec))
+    pol = write(tmp_path, "undefined: skip\nrules:\n  - " + json.dumps({"metric": "accuracy", **rule}) + "\n")
+    assert run_cli(["gate", str(path), "--policy", str(pol)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and fragment in err and "damaged" in err, err
+
+
+def test_a_null_figure_is_still_undefined_not_damaged(tmp_path, record, capsys):
+    rec = json.loads(json.dumps(record))
+    _entry(rec)["gap"] = {"value": None, "ci": None}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(rec))
+    pol = write(tmp_path, "undefined: skip\nrules:\n  - {metric: accuracy, attribute: sex, max_gap: 0.9}\n")
+    assert run_cli(["gate", str(path), "--policy", str(pol)]) == 0
+    assert "SKIP" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ thresholds outside the metric's range
+@pytest.mark.parametrize(("rule", "fragment"), [
+    ("metric: accuracy\n    max_gap: 15", "accuracy lies in [0, 1], so its gap lies in [0, 1]"),
+    ("metric: accuracy\n    min_overall_value: 25", "write 0.25 for 25%"),
+    ("metric: representativeness\n    min_group_value: -1", "representativeness lies in [0, 1]"),
+    ("metric: similarity\n    max_group_value: 1.2", "similarity lies in [0, 1]"),
+    ("max_group_nmae: 2", "nmae lies in [0, 1]"),
+    ("metric: nmae\n    max_abs_to_overall: {threshold: 1.5, on: ci_upper}", "abs to overall lies in [0, 1]"),
+    ("metric: accuracy\n    max_normalised_range: 1.5", "normalised range (max - min) / max lies in [0, 1]"),
+    ("metric: accuracy\n    min_ratio: 1.5", "a ratio min/max lies in [0, 1]"),
+])  # fmt: skip
+def test_thresholds_outside_the_metrics_range_are_bad_input(tmp_path, results_file, capsys, rule, fragment):
+    pol = write(tmp_path, f"rules:\n  - {rule}\n")
+    assert run_cli(["gate", str(results_file), "--policy", str(pol)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "can never be met or never fail" in err and fragment in err, err
+
+
+def test_range_edges_and_plug_in_metrics_keep_working(record):
+    edges = parse_policy({"rules": [{"metric": "accuracy", "max_gap": 1, "min_group_value": 0,
+                                     "max_overall_value": 1, "max_cv": 3.0}]})  # fmt: skip
+    assert [c.threshold for c in edges.checks] == [1.0, 0.0, 1.0, 3.0]  # cv = std / mean can exceed 1
+    # a plug-in metric's range is unknown: only the metric-free bounds apply
+    assert parse_policy({"rules": [{"metric": "fluency", "min_overall_value": 25, "max_gap": 7}]}).checks
+    with pytest.raises(ConfigError, match="never negative"):
+        parse_policy({"rules": [{"metric": "fluency", "max_gap": -1}]})
+    # the gate on a record whose metric is a plug-in on a 0-10 scale (similarity renamed and scaled)
+    rec = json.loads(json.dumps(record).replace('"similarity"', '"fluency"'))
+    for g in rec["groups"]:
+        g["metrics"]["fluency"]["value"] *= 10
+    res = gate(rec, {"rules": [{"metric": "fluency", "attribute": "sex", "min_group_value": 2.5}]})
+    assert res.passed and res.checks[-1].observed > 1
+
+
+# ------------------------------------------------------------------ JSON policies, YAML 1.2 floats
+def test_json_policy_files_are_read_as_json(tmp_path, record):
+    from cvaudit.reports.gate import policy_digest
+    from cvaudit.reports.policy import load_policy
+
+    raw = {"name": "j", "undefined": "skip", "rules": [{"metric": "accuracy", "attribute": "sex", "on": "ci_upper",
+                                                        "max_gap": 0.9, "min_ratio": {"threshold": 0.1}}]}  # fmt: skip
+    pj = write(tmp_path, json.dumps(raw, indent="\t"), "policy.json")
+    py = write(tmp_path, "name: j\nundefined: skip\nrules:\n  - metric: accuracy\n    attribute: sex\n"
+               "    on: ci_upper\n    max_gap: 0.9\n    min_ratio: {threshold: 0.1}\n")  # fmt: skip
+    assert policy_digest(load_policy(pj)) == policy_digest(load_policy(py))
+    assert gate(record, pj).passed
+    for text, fragment in (('{"rules": [{"metric": "accuracy", "max_gap": 0.1},]}', "not valid JSON"),
+                           ('{"rules": [{"metric": "accuracy", "max_gap": 0.1, "max_gap": 0.9}]}', "given twice"),
+                           ('[' * 50_000 + ']' * 50_000, "nests too deeply|not valid JSON|mapping")):  # fmt: skip
+        with pytest.raises(ConfigError, match=fragment):
+            load_policy(write(tmp_path, text, "bad.json"))
+
+
+@pytest.mark.parametrize(("text", "want"), [("1e-3", 1e-3), ("1E-1", 0.1), ("1.5e-1", 0.15), ("+2e-2", 0.02),
+                                            (".5e-1", 0.05), ("1e0", 1.0), ("0.1", 0.1)])  # fmt: skip
+def test_yaml_exponent_floats_are_numbers(tmp_path, text, want):
+    import yaml
+    from cvaudit.reports.policy import load_policy
+
+    pol = load_policy(write(tmp_path, f"rules:\n  - metric: accuracy\n    max_gap: {text}\n"))
+    assert pol.checks[0].threshold == pytest.approx(want)
+    assert yaml.safe_load("x: 1e-3") == {"x": "1e-3"}  # PyYAML's own SafeLoader is left as it is
+    quoted = write(tmp_path, f"rules:\n  - metric: accuracy\n    max_gap: '{text}'\n")
+    with pytest.raises(ConfigError, match="must be a number"):  # a quoted string stays a string
+        load_policy(quoted)

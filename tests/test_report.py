@@ -445,3 +445,42 @@ def test_answer_position_check_counts_end_choices_and_near_ties(record):
     text = _text(render_html(rec))
     assert "Answer position check" in text and "is the first or last one in 67%" in text
     assert "cancels a preference for a display position exactly only for two options" in text
+
+
+def test_report_removes_the_earlier_report_in_a_format_it_does_not_write(tmp_path, record, monkeypatch):
+    """`cvaudit report new.json --format html` over an earlier html+pdf report: no stale report.pdf beside it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.html").write_text("<p>earlier run</p>")
+    (out / "report.pdf").write_bytes(b"%PDF- earlier run")
+    (out / ".report.pdf.abc123.tmp").write_bytes(b"a killed write")
+    (out / "results.json").write_text(json.dumps(record))
+    # a render that fails (here: a bad policy) leaves the earlier report as it was
+    bad = tmp_path / "p.yaml"
+    bad.write_text("rules: []\n")
+    assert run_cli(["report", str(out / "results.json"), "--format", "html", "--policy", str(bad)]) == 2
+    assert (out / "report.pdf").read_bytes() == b"%PDF- earlier run"
+    assert run_cli(["report", str(out / "results.json"), "--format", "html"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "results.json"]
+    assert "earlier run" not in (out / "report.html").read_text()
+    (out / "report.pdf").write_bytes(b"%PDF- earlier run")
+    import cvaudit.reports.pdf as pdf_mod
+
+    monkeypatch.setattr(pdf_mod, "_weasyprint", lambda: None)  # PDF bytes without WeasyPrint
+    monkeypatch.setattr(pdf_mod, "html_to_pdf_bytes", lambda html: b"%PDF- this run")
+    assert [p.name for p in render_report(record, out, formats="pdf")] == ["report.pdf"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.pdf", "results.json"]
+    assert (out / "report.pdf").read_bytes() == b"%PDF- this run"
+
+
+def test_complete_results_without_items_are_refused(tmp_path, record, capsys):
+    """A complete audit has its (group, question) items: `items: []` is a damaged file, not an empty report."""
+    rec = json.loads(json.dumps(record))
+    rec["items"] = []
+    f = tmp_path / "results.json"
+    f.write_text(json.dumps(rec))
+    assert run_cli(["report", str(f), "--format", "html", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "items is empty" in err and not (tmp_path / "r").exists(), err
+    with pytest.raises(DataError, match="items is empty"):
+        load_results(rec)
