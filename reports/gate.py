@@ -17,7 +17,7 @@ from typing import Any
 
 from cvaudit.audit.errors import ConfigError, DataError
 
-from .load import load_results, metric_names, read_figure
+from .load import higher_is_better, load_results, metric_names, read_figure
 from .policy import Check, Policy, load_policy, require_active
 
 OPS = {"max": "<=", "min": ">="}
@@ -121,6 +121,8 @@ def _evaluate(policy: Policy, c: Check, attribute: str, record: dict[str, Any], 
         ok = _ok(value, c.comparison, c.threshold)  # type: ignore[arg-type]
         msg = f"{name}: {label} {c.on} = {_fmt(value)}" + ("" if ok else f", breaches the limit {c.threshold:g}")
         return CheckResult(name, "pass" if ok else "fail", msg, observed=value, **base)
+    if kind.startswith("baseline:"):
+        return _evaluate_baseline(policy, c, record, source, name, base)
     if kind == "flags":
         bad = [str(g["group"]) for g in groups
                if ((g.get("flags") or {}).get(c.metric) or {}).get("status") == "disfavoured"]  # fmt: skip
@@ -147,6 +149,33 @@ def _evaluate(policy: Policy, c: Check, attribute: str, record: dict[str, Any], 
     note = f" ({len(undefined)} group(s) not defined)" if undefined else ""
     msg = f"{name}: worst group {worst[0]} {c.on} = {_fmt(worst[1])}{note}"
     return CheckResult(name, "pass", msg, observed=worst[1], **base)
+
+
+def _evaluate_baseline(policy: Policy, c: Check, record: dict[str, Any], source: str, name: str,
+                       base: dict[str, Any]) -> CheckResult:  # fmt: skip
+    """The model's overall advantage over a baseline, oriented so that positive is better for every metric."""
+    key = c.kind.split(":", 1)[1]
+    baselines = record.get("baselines")
+    if baselines is None:  # a file from before baselines were computed: nothing was measured, so no pass
+        return _undefined(policy, c, "overall", f"the {key} baseline (this results file has none; re-run the audit)")
+    if not isinstance(baselines, dict):
+        raise _damaged(source, "baselines is not a mapping")
+    entry = baselines.get(key)
+    if entry is None:
+        return _undefined(policy, c, "overall", f"the {key} baseline (not computed for this run)")
+    diffs = entry.get("model_minus_baseline") if isinstance(entry, dict) else None
+    if not isinstance(diffs, dict) or c.metric not in diffs:
+        raise _damaged(source, f"no baselines.{key}.model_minus_baseline.{c.metric}")
+    value, lo, hi = read_figure(diffs[c.metric])
+    if not higher_is_better(c.metric):  # lower is better: the advantage is baseline - model, interval mirrored
+        value, lo, hi = (None if value is None else -value), (None if hi is None else -hi), (None if lo is None else -lo)
+    observed = {"value": value, "ci_lower": lo, "ci_upper": hi}[c.on]
+    if observed is None:
+        return _undefined(policy, c, "overall", f"the advantage of {c.metric} over the {key} baseline")
+    ok = observed >= c.threshold  # type: ignore[operator]
+    msg = (f"{name}: advantage over the {key} baseline {c.on} = {_fmt(observed)}"
+           + ("" if ok else f", below the limit {c.threshold:g}"))  # fmt: skip
+    return CheckResult(name, "pass" if ok else "fail", msg, observed=observed, **{**base, "attribute": "overall"})
 
 
 def policy_digest(policy: Policy) -> str:
@@ -194,7 +223,7 @@ def gate(
             raise ConfigError(f"policy names unknown attribute {c.attribute!r}; this results file has "
                               f"{', '.join(attrs)} (or use \"*\")")  # fmt: skip
     for c in pol.checks:
-        if c.kind == "overall":
+        if c.kind == "overall" or c.kind.startswith("baseline:"):
             out.append(_evaluate(pol, c, "overall", record, [], name))
             continue
         if c.attribute == "*":

@@ -158,6 +158,19 @@ def _check_figures(record: dict[str, Any], damaged: Any) -> None:
         for m in metrics:
             if (a, m) not in seen:
                 raise damaged("disparity", f"has no entry for {m} across {a}")
+    baselines = record.get("baselines")  # optional (older files have none); when present, whole
+    if baselines is not None:
+        if not isinstance(baselines, dict):
+            raise damaged("baselines", "must map each baseline to its figures")
+        for key, entry in baselines.items():
+            for part in ("overall", "model_minus_baseline"):
+                figs = entry.get(part) if isinstance(entry, dict) else None
+                if not isinstance(figs, dict):
+                    raise damaged(f"baselines.{key}", f"has no {part} figures")
+                for m in metrics:
+                    if not isinstance(figs.get(m), dict):
+                        raise damaged(f"baselines.{key}.{part}", f"has no {m} figure")
+                    _check_figure(figs[m], f"baselines.{key}.{part}.{m}", damaged)
 
 
 def _check_items(record: dict[str, Any], damaged: Any) -> None:

@@ -15,6 +15,8 @@ check or bound is a ConfigError (exit 2) with a one-line message. Format
         max_gap: 0.10             # a bare number, or {threshold: 0.1, on: value}
         min_ratio: {threshold: 0.8, on: ci_lower}
         no_disfavoured_group: true
+      - metric: similarity
+        min_vs_uniform: {threshold: 0.0, on: ci_lower}  # significantly better than a uniform answer
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ CHECKS: dict[str, tuple[str, str]] = {
     "min_overall_value": ("overall", "min"),
     "max_overall_value": ("overall", "max"),
     "no_disfavoured_group": ("flags", "none"),
+    # the model's advantage over a baseline (docs/metrics.md "Baselines"): model - baseline, oriented so that
+    # positive is better for every metric (NMAE's sign flipped); e.g. {threshold: 0, on: ci_lower}
+    "min_vs_uniform": ("baseline:uniform", "min"),
+    "min_vs_population": ("baseline:population", "min"),
 }
 RULE_KEYS = {"metric", "attribute", "on", "name"} | set(CHECKS)
 TOP_KEYS = {"name", "version", "require_complete", "require_non_synthetic", "undefined", "rules", "description"}
@@ -108,6 +114,8 @@ def _number(value: Any, where: str) -> float:
 
 #: thresholds a figure can never cross are a mistake in the policy, not a breach of it
 _RANGES = {"min_ratio": (0.0, 1.0, "a ratio min/max lies in [0, 1]"),
+           **{name: (-1.0, 1.0, "an advantage over a baseline lies in [-1, 1] for metrics in [0, 1]")
+              for name in ("min_vs_uniform", "min_vs_population")},
            **{name: (0.0, math.inf, "the figure is never negative")
               for name in ("max_gap", "max_normalised_range", "max_cv", "max_abs_to_overall")}}  # fmt: skip
 #: the range of each built-in metric (docs/metrics.md); a plug-in metric's range is unknown, so only

@@ -20,7 +20,7 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 KEYS = ("name", "version", "require_complete", "require_non_synthetic", "undefined", "rules", "description",
         "metric", "attribute", "on", "threshold", "max_gap", "min_ratio", "max_normalised_range", "max_cv",
         "max_abs_to_overall", "min_group_value", "max_group_value", "max_group_nmae", "min_overall_value",
-        "max_overall_value", "no_disfavoured_group", "bogus", "")  # fmt: skip
+        "max_overall_value", "no_disfavoured_group", "min_vs_uniform", "min_vs_population", "bogus", "")  # fmt: skip
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from(["accuracy", "nmae", "representativeness", "similarity", "*", "sex", "value", "ci_lower",

@@ -382,3 +382,39 @@ def test_yaml_exponent_floats_are_numbers(tmp_path, text, want):
     quoted = write(tmp_path, f"rules:\n  - metric: accuracy\n    max_gap: '{text}'\n")
     with pytest.raises(ConfigError, match="must be a number"):  # a quoted string stays a string
         load_policy(quoted)
+
+
+def test_the_model_must_beat_a_baseline(record):
+    """min_vs_uniform / min_vs_population: the model's advantage, positive = better for every metric."""
+    import copy
+
+    from cvaudit.audit.errors import DataError
+
+    rec = copy.deepcopy(record)
+    uni = rec["baselines"]["uniform"]["model_minus_baseline"]
+    uni["similarity"] = {"value": 0.05, "ci": [0.02, 0.08]}
+    uni["nmae"] = {"value": -0.04, "ci": [-0.07, 0.01]}  # lower NMAE than uniform: an advantage of 0.04 [-0.01, 0.07]
+    policy = {"rules": [{"metric": "similarity", "min_vs_uniform": {"threshold": 0.0, "on": "ci_lower"}},
+                        {"metric": "nmae", "min_vs_uniform": 0.03},
+                        {"metric": "nmae", "min_vs_uniform": {"threshold": 0.0, "on": "ci_lower"}}]}  # fmt: skip
+    res = gate(rec, policy)
+    got = [(c.check, c.status, c.observed) for c in res.checks if c.check.startswith("min_vs")]
+    assert got == [("min_vs_uniform", "pass", 0.02), ("min_vs_uniform", "pass", pytest.approx(0.04)),
+                   ("min_vs_uniform", "fail", pytest.approx(-0.01))]  # fmt: skip
+    assert "advantage over the uniform baseline ci_lower = -0.01, below the limit 0" in res.breaches[0].message
+    # the population baseline the factory's model beats: a pass on the measured figure
+    pop = gate(rec, {"rules": [{"metric": "accuracy", "min_vs_population": 0.0}]})
+    want = rec["baselines"]["population"]["model_minus_baseline"]["accuracy"]["value"] >= 0
+    assert pop.passed is want
+    # a results file from before baselines: not measured is not a pass (undefined: fail), or a skip
+    del rec["baselines"]
+    old = gate(rec, policy)
+    assert not old.passed and "this results file has none" in old.breaches[0].message
+    assert gate(rec, dict(policy, undefined="skip")).passed
+    # damaged, not undefined
+    bad = copy.deepcopy(record)
+    bad["baselines"]["uniform"]["model_minus_baseline"]["similarity"]["value"] = "0.9"
+    with pytest.raises(DataError, match="baselines.uniform.model_minus_baseline.similarity"):
+        gate(bad, policy)
+    with pytest.raises(ConfigError, match="never be met or never fail"):
+        parse_policy({"rules": [{"metric": "similarity", "min_vs_uniform": 2}]})
