@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     from cvaudit.audit.config import RunConfig
     from cvaudit.audit.run import run_audit
-    from cvaudit.metrics.frames import group_frame
+    from cvaudit.metrics.frames import baseline_frame, group_frame
     from fairlearn.metrics import MetricFrame
 
     config = RunConfig(model=args.model, method=args.method, country="SG", wvs_file=args.wvs_file,
@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     groups = group_frame(results_path)
     print(groups[groups.metric == "similarity"][["attribute", "group", "n", "value", "ci_lo", "ci_hi", "status"]]
           .to_string(index=False))  # fmt: skip
+
+    # is the model better than a uniform answer, or than giving every group the country's answers?
+    base = baseline_frame(results_path)
+    print(base[["baseline", "metric", "value", "diff", "diff_lo", "diff_hi"]].round(3).to_string(index=False))
 
     # the items with their metrics (also item_frame(results_path)); MetricFrame over one attribute's items
     items = pd.read_parquet(Path(results_path).parent / "items.parquet")

@@ -103,3 +103,34 @@ def category_frame(results: dict | str | os.PathLike) -> pd.DataFrame:
     frame = pd.DataFrame(load_results(results).get("categories") or [], columns=cols)
     frame["value"] = frame["value"].astype(float)
     return frame
+
+
+def baseline_frame(results: dict | str | os.PathLike) -> pd.DataFrame:
+    """One row per (baseline, metric): baseline, metric, value, ci_lo, ci_hi (the baseline's overall figure) and
+    diff, diff_lo, diff_hi (model minus baseline, paired); empty for results without baselines."""
+    import pandas as pd
+
+    rows = []
+    for key, entry in (load_results(results).get("baselines") or {}).items():
+        for metric, fig in (entry.get("overall") or {}).items():
+            value, lo, hi = _ci(fig)
+            diff, dlo, dhi = _ci((entry.get("model_minus_baseline") or {}).get(metric))
+            rows.append({"baseline": key, "metric": metric, "value": value, "ci_lo": lo, "ci_hi": hi,
+                         "diff": diff, "diff_lo": dlo, "diff_hi": dhi})  # fmt: skip
+    return pd.DataFrame(rows, columns=["baseline", "metric", "value", "ci_lo", "ci_hi", "diff", "diff_lo", "diff_hi"])
+
+
+def spread_frame(results: dict | str | os.PathLike) -> pd.DataFrame:
+    """One row per attribute: how far apart the groups' answers are, model (model, model_lo, model_hi), survey
+    (survey, ...) and their ratio (ratio, ...), and n_questions; empty for results without it."""
+    import pandas as pd
+
+    rows = []
+    for s in load_results(results).get("spread") or []:
+        row: dict[str, Any] = {"attribute": s.get("attribute")}
+        for part in ("model", "survey", "ratio"):
+            row[part], row[f"{part}_lo"], row[f"{part}_hi"] = _ci(s.get(part))
+        row["n_questions"] = s.get("n_questions")
+        rows.append(row)
+    cols = ["attribute"] + [c for p in ("model", "survey", "ratio") for c in (p, f"{p}_lo", f"{p}_hi")] + ["n_questions"]
+    return pd.DataFrame(rows, columns=cols)

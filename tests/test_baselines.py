@@ -113,3 +113,20 @@ def test_population_distributions_are_the_weighted_shares_of_the_whole_sample():
         answers = survey.frame[q.id]
         mass = np.array([survey.weights[answers.isin(codes).to_numpy()].sum() for codes in q.codes])
         np.testing.assert_allclose(got[q.id], mass / mass.sum(), atol=1e-12)
+
+
+def test_baseline_and_spread_frames_flatten_the_results():
+    from cvaudit.metrics import baseline_frame, spread_frame
+    from results_factory import make_results
+
+    rec = make_results(n_questions=6, n_boot=50)
+    base = baseline_frame(rec)
+    assert set(base["baseline"]) == {"uniform", "population"} and len(base) == 2 * len(rec["overall"])
+    row = base[(base["baseline"] == "uniform") & (base["metric"] == "similarity")].iloc[0]
+    fig = rec["baselines"]["uniform"]["model_minus_baseline"]["similarity"]
+    assert (row["diff"], row["diff_lo"], row["diff_hi"]) == (fig["value"], *fig["ci"])
+    spread = spread_frame(rec)
+    assert list(spread["attribute"]) == [s["attribute"] for s in rec["spread"]]
+    assert spread["ratio"].tolist() == pytest.approx([s["ratio"]["value"] for s in rec["spread"]])
+    del rec["baselines"], rec["spread"]
+    assert baseline_frame(rec).empty and spread_frame(rec).empty and "diff_lo" in baseline_frame(rec).columns
