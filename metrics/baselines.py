@@ -105,16 +105,26 @@ def _paired(model_m: np.ndarray, base_m: np.ndarray, weights: np.ndarray, level:
 
 def baselines(batch: ItemBatch, items: pd.DataFrame, layout: agg.Layout, model_values: Mapping[str, np.ndarray],
               weights: np.ndarray, level: float, population: Mapping[str, Sequence[float]] | None = None,
-              ) -> dict[str, Any]:  # fmt: skip
-    """results.json "baselines": per baseline, its overall figure, the model's paired difference and group means."""
+              country_attribute: str = "all") -> dict[str, Any]:  # fmt: skip
+    """results.json "baselines": per baseline, its overall figure, the model's paired difference and group means.
+
+    The whole-country group (``country_attribute``) is left out of the population baseline: there the
+    population's distribution *is* the group's own survey answer, a baseline that cannot be beaten. A run
+    with no other group gets no population baseline.
+    """
     names = list(model_values)
     found = {"uniform": uniform_values(batch, names)}
     if population is not None:
-        found["population"] = population_values(batch, items["question"].astype(str).tolist(), population, names)
+        values = population_values(batch, items["question"].astype(str).tolist(), population, names)
+        own = (items["attribute"].astype(str) == country_attribute).to_numpy()
+        for m in names:
+            values[m] = np.where(own, np.nan, values[m])
+        if not all(np.isnan(v).all() for v in values.values()):
+            found["population"] = values
     out: dict[str, Any] = {}
     for key, values in found.items():
         entry: dict[str, Any] = {"description": BASELINE_TEXT[key], "overall": {}, "model_minus_baseline": {},
-                                 "groups": []}  # fmt: skip
+                                 "n_cells": {}, "groups": []}  # fmt: skip
         group_means = {}
         for m in names:
             base_m = agg.to_matrix(values[m], layout)
@@ -123,6 +133,7 @@ def baselines(batch: ItemBatch, items: pd.DataFrame, layout: agg.Layout, model_v
             paired = _paired(np.where(both, model_m, np.nan), np.where(both, base_m, np.nan), weights, level)
             entry["overall"][m] = paired["overall"]
             entry["model_minus_baseline"][m] = paired["model_minus_baseline"]
+            entry["n_cells"][m] = int(both.sum())  # the cells both sides average (fewer than the model's if any lack a baseline)
             group_means[m] = agg.sum_counts(base_m, agg.point_weights(base_m.shape[1])).group_means()[0]
         for i, (attr, label) in enumerate(layout.groups):
             entry["groups"].append({"attribute": attr, "group": label,
@@ -131,8 +142,56 @@ def baselines(batch: ItemBatch, items: pd.DataFrame, layout: agg.Layout, model_v
     return out
 
 
-def group_spread(batch: ItemBatch, layout: agg.Layout, weights: np.ndarray, level: float) -> list[dict[str, Any]]:
-    """Per attribute with two or more groups: mean pairwise JS distance between its groups' answers, model and survey."""
+NOISE_DRAWS = 64  # surveys simulated per attribute for the spread that sampling alone gives
+
+
+def _noise_floor(human: np.ndarray, sizes: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> float | None:
+    """Mean pairwise JS distance the survey groups would show if all answered alike (the attribute's pooled
+    answers), each drawn at its own effective size: the part of the survey's spread that is sampling noise."""
+    g_h = human[rows]  # (G, Q, K), NaN where a group has no item
+    g_n = sizes[rows]  # (G, Q)
+    have = np.isfinite(g_h[..., 0]) & np.isfinite(g_n)
+    if not have.any():
+        return None
+    w = np.where(have, g_n, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled = np.nansum(np.nan_to_num(g_h) * w[..., None], axis=0) / w.sum(axis=0)[:, None]  # (Q, K)
+    n_q, kmax = pooled.shape
+    ok_q = np.isfinite(pooled).all(axis=1) & (w.sum(axis=0) > 0)
+    pooled = np.where(ok_q[:, None], pooled, 0.0)
+    pooled[ok_q] /= pooled[ok_q].sum(axis=1, keepdims=True)
+    pooled[~ok_q, 0] = 1.0  # placeholder for questions nobody answered (masked out below)
+    n_draw = np.where(have, np.maximum(1, np.round(np.nan_to_num(g_n))), 1).astype(np.int64)
+    draws = rng.multinomial(n_draw, np.broadcast_to(pooled, g_h.shape), size=(NOISE_DRAWS, *n_draw.shape))
+    shares = draws / n_draw[None, :, :, None]  # (D, G, Q, K)
+    total = np.zeros(n_q)
+    count = np.zeros(n_q)
+    for a in range(len(rows)):
+        for b in range(a + 1, len(rows)):
+            _pair_noise(shares, have, ok_q, a, b, total, count)
+    per_q = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return float(np.nanmean(per_q)) if np.isfinite(per_q).any() else None
+
+
+def _pair_noise(shares: np.ndarray, have: np.ndarray, ok_q: np.ndarray, a: int, b: int, total: np.ndarray,
+                count: np.ndarray) -> None:  # fmt: skip
+    """Add groups a and b's mean JS distance over the draws, per question, to ``total`` (and 1 to ``count``)."""
+    n_draws, _, n_q, kmax = shares.shape
+    use = have[a] & have[b] & ok_q
+    if use.any():
+        d = js_distance(shares[:, a].reshape(-1, kmax), shares[:, b].reshape(-1, kmax)).reshape(n_draws, n_q)
+        total += np.where(use, d.mean(axis=0), 0.0)
+        count += use
+
+
+def group_spread(batch: ItemBatch, layout: agg.Layout, weights: np.ndarray, level: float,
+                 sizes: np.ndarray | None = None, seed: int = 0) -> list[dict[str, Any]]:  # fmt: skip
+    """Per attribute with two or more groups: mean pairwise JS distance between its groups' answers, model and survey.
+
+    ``sizes`` (each item's effective sample size, :func:`cvaudit.metrics.noise.item_sizes`) adds
+    ``survey_noise``: the survey spread sampling alone would give, which the survey figure contains and the
+    model's (no sampling) does not.
+    """
     n_g, n_q = layout.shape
     kmax = batch.model.shape[1]
     model = np.full((n_g, n_q, kmax), np.nan)
@@ -140,6 +199,9 @@ def group_spread(batch: ItemBatch, layout: agg.Layout, weights: np.ndarray, leve
     ok = batch.valid
     model[layout.row[ok], layout.col[ok]] = batch.model[ok]
     human[layout.row[ok], layout.col[ok]] = batch.human[ok]
+    size_grid = np.full((n_g, n_q), np.nan)
+    if sizes is not None:
+        size_grid[layout.row, layout.col] = sizes
     out = []
     for attr, rows in layout.attribute_rows().items():
         if len(rows) < 2:
@@ -180,5 +242,9 @@ def group_spread(batch: ItemBatch, layout: agg.Layout, weights: np.ndarray, leve
         else:
             entry.update(model=_fig(points["model"]), survey=_fig(points["survey"]), ratio=_fig(ratio_point))
         entry["n_questions"] = int(defined.sum())
+        floor = None
+        if sizes is not None:
+            floor = _noise_floor(human, size_grid, rows, np.random.default_rng([int(seed), 3, int(rows[0])]))
+        entry["survey_noise"] = floor
         out.append(entry)
     return out

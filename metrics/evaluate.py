@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 COUNTRY_ATTRIBUTE = "all"  # the whole-country group (attributes=["none"])
-NOMINAL_NOTE = ("nmae and representativeness need an ordinal scale: nominal questions (positions null) "
-                "have null for them and are left out of those averages")  # fmt: skip
+NOMINAL_NOTE = ("NMAE and representativeness need answers on an ordered scale: questions whose options have no "
+                "order (nominal; positions null in results.json) get no value for them and are left out of those "
+                "averages")  # fmt: skip
 
 
 MIN_RELIABLE_BOOT = 200  # below this a 95% percentile interval rests on a handful of tail replicates
@@ -180,8 +181,8 @@ def evaluate(
         overall[n] = _fig(point[n].pooled()[0], lo[0], hi[0])
 
     # baselines on the same cells and the same question draws (paired), and how far apart the groups' answers are
-    base = baselines(batch, items, layout, values, weights, config.level, population)
-    spread = group_spread(batch, layout, weights, config.level)
+    base = baselines(batch, items, layout, values, weights, config.level, population, COUNTRY_ATTRIBUTE)
+    spread = group_spread(batch, layout, weights, config.level, item_sizes(items, groups), config.seed)
 
     # 4. disparity and flags per attribute
     meta = _group_meta(groups, layout)

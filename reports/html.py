@@ -203,8 +203,8 @@ def _spread(record: dict[str, Any]) -> list[dict[str, str]]:
     for s in record.get("spread") if isinstance(record.get("spread"), list) else []:
         if isinstance(s, dict):
             rows.append({"attribute": str(s.get("attribute")), "model": fmt_fig(s.get("model")),
-                         "survey": fmt_fig(s.get("survey")), "ratio": fmt_fig(s.get("ratio"), 2),
-                         "n_questions": _scalar(s.get("n_questions"))})  # fmt: skip
+                         "survey": fmt_fig(s.get("survey")), "noise": fmt(s.get("survey_noise")),
+                         "ratio": fmt_fig(s.get("ratio"), 2), "n_questions": _scalar(s.get("n_questions"))})  # fmt: skip
     return rows
 
 

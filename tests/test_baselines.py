@@ -130,3 +130,49 @@ def test_baseline_and_spread_frames_flatten_the_results():
     assert spread["ratio"].tolist() == pytest.approx([s["ratio"]["value"] for s in rec["spread"]])
     del rec["baselines"], rec["spread"]
     assert baseline_frame(rec).empty and spread_frame(rec).empty and "diff_lo" in baseline_frame(rec).columns
+
+
+def _survey(n_sizes, n_q=60, differ=0.0, seed=0):
+    """Groups of one population (differ=0) or of shifted ones, each survey drawn at its size."""
+    rng = np.random.default_rng(seed)
+    rows, grows = [], []
+    base = [rng.dirichlet(np.ones(4) * 3) for _ in range(n_q)]
+    for gi, n in enumerate(n_sizes):
+        grows.append({"attribute": "sex", "group": f"g{gi}", "n": n, "n_eff": float(n)})
+        for q in range(n_q):
+            p = base[q] if not differ else (1 - differ) * base[q] + differ * rng.dirichlet(np.ones(4))
+            h = rng.multinomial(n, p) / n
+            rows.append({"attribute": "sex", "group": f"g{gi}", "question": f"Q{q}", "positions": [0, 1, 2, 3],
+                         "model_dist": list(p), "human_dist": list(h), "human_mode": [int(np.argmax(h))],
+                         "n": n, "n_eff": float(n)})  # fmt: skip
+    return pd.DataFrame(rows), pd.DataFrame(grows)
+
+
+def test_spread_reports_the_noise_floor_sampling_alone_gives():
+    # one population: the survey's spread is sampling noise, and survey_noise says how much
+    items, groups = _survey([40, 60, 300])
+    s = evaluate(items, groups, MetricsConfig(n_boot=50))["spread"][0]
+    assert s["survey"]["value"] > 0.05 and s["survey_noise"] == pytest.approx(s["survey"]["value"], rel=0.15)
+    # groups that really differ and large samples: the floor is a small part of the spread
+    items, groups = _survey([3000, 3000, 3000], differ=0.5, seed=1)
+    s = evaluate(items, groups, MetricsConfig(n_boot=50))["spread"][0]
+    assert s["survey_noise"] < 0.2 * s["survey"]["value"]
+    # deterministic for a seed; no sizes known: no floor
+    again = evaluate(items, groups, MetricsConfig(n_boot=50))["spread"][0]
+    assert again["survey_noise"] == s["survey_noise"]
+    bare = evaluate(items.drop(columns=["n_eff"]), groups.drop(columns=["n", "n_eff"]), MetricsConfig(n_boot=50))
+    assert bare["spread"][0]["survey_noise"] is None
+
+
+def test_whole_country_cells_get_no_population_baseline():
+    """For the whole-country group the population's answers are its own survey answers: no baseline there."""
+    items, groups = make_items(seed=8, groups={"all": ["All respondents"], "sex": ["Female", "Male"]})
+    population = _population(items)
+    ev = evaluate(items, groups, MetricsConfig(n_boot=20), population=population)
+    pop = ev["baselines"]["population"]
+    n_sex = int((items["attribute"] == "sex").sum())
+    assert pop["n_cells"]["similarity"] == n_sex and ev["baselines"]["uniform"]["n_cells"]["similarity"] == len(items)
+    assert next(g for g in pop["groups"] if g["attribute"] == "all")["metrics"]["similarity"] is None
+    only_country = items[items["attribute"] == "all"]
+    ev = evaluate(only_country, groups[groups["attribute"] == "all"], MetricsConfig(n_boot=20), population=population)
+    assert "population" not in ev["baselines"] and "uniform" in ev["baselines"]

@@ -73,7 +73,7 @@ def test_sections_match_the_results_schema():
     sub = im.loc[(items["group"] == "Female") & (items["category"] == "Cat1"), "nmae"]
     row = next(c for c in res["categories"] if (c["group"], c["category"], c["metric"]) == ("Female", "Cat1", "nmae"))
     assert row["value"] == pytest.approx(sub.mean()) and row["n_questions"] == sub.notna().sum()
-    assert any("ordinal" in note for note in res["metric_notes"])
+    assert any("nominal" in note and "ordered scale" in note for note in res["metric_notes"])
     # JSON-ready: serialises without NaN, and no numpy types
     rest = {k: v for k, v in res.items() if k != "item_metrics"}
     assert json.loads(dumps_json(rest)) == json.loads(json.dumps(rest))

@@ -420,7 +420,7 @@ def test_spread_table_shows_model_and_survey_per_attribute(record):
     text = _text(render_html(record))
     assert "How far apart the groups' answers are" in text
     for s in record["spread"]:
-        row = f"{s['attribute']} {fmt_fig(s['model'])} {fmt_fig(s['survey'])} {fmt_fig(s['ratio'], 2)}"
+        row = f"{s['attribute']} {fmt_fig(s['model'])} {fmt_fig(s['survey'])} {s['survey_noise']:.3f} {fmt_fig(s['ratio'], 2)}"
         assert row.replace("\u00a0", " ") in text, row
 
 
