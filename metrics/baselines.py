@@ -142,7 +142,9 @@ def baselines(batch: ItemBatch, items: pd.DataFrame, layout: agg.Layout, model_v
     return out
 
 
-NOISE_DRAWS = 64  # surveys simulated per attribute for the spread that sampling alone gives
+NOISE_DRAWS = 64  # surveys simulated per attribute for the spread that sampling alone gives, at most ...
+NOISE_PAIR_DRAWS = 1024  # ... and at most this many (pair, draw) JS distances per question: fewer draws for
+# many groups (an intersection of 40 groups has 780 pairs), whose average over the pairs is steadier anyway
 
 
 def _noise_floor(human: np.ndarray, sizes: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> float | None:
@@ -162,7 +164,9 @@ def _noise_floor(human: np.ndarray, sizes: np.ndarray, rows: np.ndarray, rng: np
     pooled[ok_q] /= pooled[ok_q].sum(axis=1, keepdims=True)
     pooled[~ok_q, 0] = 1.0  # placeholder for questions nobody answered (masked out below)
     n_draw = np.where(have, np.maximum(1, np.round(np.nan_to_num(g_n))), 1).astype(np.int64)
-    draws = rng.multinomial(n_draw, np.broadcast_to(pooled, g_h.shape), size=(NOISE_DRAWS, *n_draw.shape))
+    n_pairs = max(1, len(rows) * (len(rows) - 1) // 2)
+    n_sim = int(np.clip(NOISE_PAIR_DRAWS // n_pairs, 8, NOISE_DRAWS))
+    draws = rng.multinomial(n_draw, np.broadcast_to(pooled, g_h.shape), size=(n_sim, *n_draw.shape))
     shares = draws / n_draw[None, :, :, None]  # (D, G, Q, K)
     total = np.zeros(n_q)
     count = np.zeros(n_q)
