@@ -294,6 +294,10 @@ def evaluate(
         "disparity": disparity,
         "baselines": base,
         "spread": spread,
+        # how to read each metric, recorded so the report, gate and compare never depend on which plug-ins
+        # the reading process happens to have registered
+        "metric_info": {n: {"higher_is_better": bool(sp.higher_is_better), "needs_ordinal": bool(sp.needs_ordinal),
+                            "description": str(sp.description)} for n, sp in specs.items()},  # fmt: skip
         "flags": {"tau": float(config.tau), "alpha": float(config.alpha), "correction": "holm",
                   "reference": ref_out, "noise_corrected": correct,
                   "noise_draws": int(config.noise_draws) if correct else 0},  # fmt: skip

@@ -185,7 +185,7 @@ def compare(
 
     out_overall, out_groups, out_disp = [], [], []
     for m in metrics:
-        higher = higher_is_better(m)
+        higher = higher_is_better(m, rb)
         mb, mo = _matrix(rb, m, groups, qids), _matrix(ro, m, groups, qids)
         pb, po = sum_counts(mb, w0), sum_counts(mo, w0)
         rb_sc = None if w is None else sum_counts(mb, w)

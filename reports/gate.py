@@ -167,7 +167,7 @@ def _evaluate_baseline(policy: Policy, c: Check, record: dict[str, Any], source:
     if not isinstance(diffs, dict) or c.metric not in diffs:
         raise _damaged(source, f"no baselines.{key}.model_minus_baseline.{c.metric}")
     value, lo, hi = read_figure(diffs[c.metric])
-    if not higher_is_better(c.metric):  # lower is better: the advantage is baseline - model, interval mirrored
+    if not higher_is_better(c.metric, record):  # lower is better: the advantage is baseline - model, interval mirrored
         value, lo, hi = (None if value is None else -value), (None if hi is None else -hi), (None if lo is None else -lo)
     observed = {"value": value, "ci_lower": lo, "ci_upper": hi}[c.on]
     if observed is None:

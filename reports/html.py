@@ -208,6 +208,14 @@ def _spread(record: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def _recorded_description(record: dict[str, Any], metric: str) -> str:
+    """A plug-in metric's own description as results.json recorded it (``metric_info``)."""
+    info = record.get("metric_info")
+    entry = info.get(metric) if isinstance(info, dict) else None
+    text = entry.get("description") if isinstance(entry, dict) else None
+    return (str(text) + " (a plug-in metric)") if text else "A metric registered by a plug-in; see its documentation."
+
+
 def _position(record: dict[str, Any]) -> dict[str, str] | None:
     """How often the model's top option sits at an end of the list, next to the survey's modes and chance."""
     n = ends = modes_at_end = 0
@@ -255,7 +263,7 @@ def _verdict(record: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
     behind: dict[str, list[str]] = {}  # baseline title -> metrics on which the model is significantly worse
     for m in metrics:
         row = {"metric": title(m), "value": fmt_fig(overall.get(m)),
-               "direction": "higher is better" if higher_is_better(m) else "lower is better"}  # fmt: skip
+               "direction": "higher is better" if higher_is_better(m, record) else "lower is better"}  # fmt: skip
         for key in BASELINE_KEYS:
             entry = base.get(key) if isinstance(base.get(key), dict) else {}
             fig = (entry.get("overall") or {}).get(m) if isinstance(entry.get("overall"), dict) else None
@@ -263,7 +271,7 @@ def _verdict(record: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
             row[key] = fmt_fig(fig) if entry else None
             row[f"{key}_diff"] = fmt_fig(diff) if entry else None
             _v, lo, hi = fig_parts(diff)
-            worse = (hi is not None and hi < 0) if higher_is_better(m) else (lo is not None and lo > 0)
+            worse = (hi is not None and hi < 0) if higher_is_better(m, record) else (lo is not None and lo > 0)
             if entry and worse:
                 behind.setdefault(BASELINE_TITLES[key].lower(), []).append(title(m))
         orows.append(row)
@@ -321,7 +329,7 @@ def _heatmaps(record: dict[str, Any], metrics: list[str]) -> list[dict[str, Any]
             if c.get("metric") == m and isinstance(c.get("n_questions"), int):
                 counts[c["category"]] = max(counts.get(c["category"], 0), c["n_questions"])
         heads = [f"{c} ({counts[c]}\u00a0q)" if c in counts else c for c in cols]  # "(2 q)" never splits
-        svg = heatmap([f"{a}: {g}" for a, g in keys], heads, values, higher_is_better(m),
+        svg = heatmap([f"{a}: {g}" for a, g in keys], heads, values, higher_is_better(m, record),
                       caption=f"{title(m)} by group and question category")  # fmt: skip
         # the same figures as a table: screen readers and copy-paste get what the colours show
         rows = [(f"{a}: {g}", [fmt(v, 2) if num(v) is not None else "–" for v in vals])
@@ -508,9 +516,8 @@ def build_context(
         "synthetic": bool(data.get("synthetic", False)),
         "synthetic_text": SYNTHETIC_TEXT,
         "incomplete": record.get("complete") is not True,
-        "metrics": [{"name": m, "title": title(m), "meaning": METRIC_MEANING.get(m, "A metric registered by a "
-                     "plug-in; see its documentation."),
-                     "direction": "higher is better" if higher_is_better(m) else "lower is better"}
+        "metrics": [{"name": m, "title": title(m), "meaning": METRIC_MEANING.get(m, _recorded_description(record, m)),
+                     "direction": "higher is better" if higher_is_better(m, record) else "lower is better"}
                     for m in metrics],  # fmt: skip
         "metric_titles": [title(m) for m in metrics],
         "figure_titles": list(FIGURE_TITLES.values()),

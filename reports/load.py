@@ -230,8 +230,14 @@ def metric_names(record: dict[str, Any]) -> list[str]:
     return list(names)
 
 
-def higher_is_better(metric: str) -> bool:
-    """Direction from the metric registry; unknown (plug-in) metrics default to higher-is-better."""
+def higher_is_better(metric: str, record: dict[str, Any] | None = None) -> bool:
+    """Direction of ``metric``: as the results file records it (``metric_info``), else from the metric
+    registry; an unknown plug-in metric defaults to higher-is-better."""
+    info = (record or {}).get("metric_info")
+    if isinstance(info, dict) and isinstance(info.get(metric), dict):
+        recorded = info[metric].get("higher_is_better")
+        if isinstance(recorded, bool):
+            return recorded
     from cvaudit.metrics import metric_specs
 
     spec = metric_specs().get(metric)

@@ -106,7 +106,7 @@ def make_results(
         "items": records,
     }
     for key in ("groups", "overall", "categories", "disparity", "baselines", "spread", "flags", "bootstrap",
-                "metric_notes"):
+                "metric_notes", "metric_info"):
         record[key] = ev[key]
     if method_report:
         record["method_report"] = {

@@ -418,3 +418,19 @@ def test_the_model_must_beat_a_baseline(record):
         gate(bad, policy)
     with pytest.raises(ConfigError, match="never be met or never fail"):
         parse_policy({"rules": [{"metric": "similarity", "min_vs_uniform": 2}]})
+
+
+def test_a_plug_in_metrics_direction_comes_from_the_results_file(record):
+    """metric_info records each metric's direction: the gate reads it even where the plug-in is not registered."""
+    import copy
+
+    rec = copy.deepcopy(record)
+    assert rec["metric_info"]["nmae"]["higher_is_better"] is False and rec["metric_info"]["similarity"]["higher_is_better"]
+    # pretend "similarity" were a lower-is-better plug-in (e.g. a Brier score) recorded so by the run
+    rec["metric_info"]["similarity"]["higher_is_better"] = False
+    diff = rec["baselines"]["uniform"]["model_minus_baseline"]["similarity"]
+    diff.update(value=-0.05, ci=[-0.08, -0.02])
+    res = gate(rec, {"rules": [{"metric": "similarity", "min_vs_uniform": {"threshold": 0.0, "on": "ci_lower"}}]})
+    assert res.passed and res.checks[-1].observed == pytest.approx(0.02)  # lower is better: -(-0.02)
+    del rec["metric_info"]  # an older file: the registry decides (higher is better for similarity)
+    assert not gate(rec, {"rules": [{"metric": "similarity", "min_vs_uniform": 0.0}]}).passed
