@@ -11,7 +11,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,28 @@ def remove_leftover_temps(folder: Path, names: Iterable[str]) -> None:
     for name in names:
         for tmp in folder.glob(f".{name}.*.tmp"):
             tmp.unlink(missing_ok=True)
+
+
+def remove_outputs(out: Path, names: Sequence[str]) -> None:
+    """Remove earlier output files ``names`` in ``out`` and their leftover temporaries (a missing one is fine).
+
+    Every command that writes an output folder calls it before writing (``run`` for all it writes,
+    ``report`` and ``compare`` for theirs), so a folder never mixes two runs' files. Call it after
+    anything that can fail is done, so a failure leaves the folder as it was. A file that cannot be
+    removed is a one-line ConfigError; a folder under such a name is left for the write to refuse.
+    """
+    if not out.is_dir():
+        return
+    for name in names:
+        path = out / name
+        if not (path.is_file() or path.is_symlink()):
+            continue
+        try:
+            path.unlink()
+        except OSError as exc:
+            raise ConfigError(f"cannot remove the earlier {os.fspath(path)} ({exc.strerror or type(exc).__name__}); "
+                              "fix the folder's permissions or pass another --out") from None  # fmt: skip
+    remove_leftover_temps(out, names)
 
 
 LOCK_NAME = ".cvaudit.lock"

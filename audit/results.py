@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from cvaudit import __version__
 
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, remove_leftover_temps
+from .io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    remove_leftover_temps,
+    remove_outputs,
+)
 from .types import DataSource, Group, ItemPrediction, Question
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,9 +75,8 @@ def write_pending(out: Path, config: Any, note: str = "run in progress or interr
     except ConfigError as exc:  # atomic_write_* turns every OSError into one
         raise ConfigError(f"cannot write to the output directory {str(out)!r} ({exc}); pass a writable --out") from None
     # an earlier run's tables and report now belong to no complete results.json: none may look current
-    for name in STALE_OUTPUTS:
-        (out / name).unlink(missing_ok=True)
-    remove_leftover_temps(out, ("results.json", *STALE_OUTPUTS))  # from a run killed mid-write
+    remove_outputs(out, STALE_OUTPUTS)
+    remove_leftover_temps(out, ("results.json",))  # from a run killed mid-write
     return path
 
 

@@ -168,24 +168,25 @@ def _noise_floor(human: np.ndarray, sizes: np.ndarray, rows: np.ndarray, rng: np
     n_sim = int(np.clip(NOISE_PAIR_DRAWS // n_pairs, 8, NOISE_DRAWS))
     draws = rng.multinomial(n_draw, np.broadcast_to(pooled, g_h.shape), size=(n_sim, *n_draw.shape))
     shares = draws / n_draw[None, :, :, None]  # (D, G, Q, K)
-    total = np.zeros(n_q)
-    count = np.zeros(n_q)
-    for a in range(len(rows)):
-        for b in range(a + 1, len(rows)):
-            _pair_noise(shares, have, ok_q, a, b, total, count)
-    per_q = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    per_q = _pairwise_js(shares, have & ok_q[None, :])
     return float(np.nanmean(per_q)) if np.isfinite(per_q).any() else None
 
 
-def _pair_noise(shares: np.ndarray, have: np.ndarray, ok_q: np.ndarray, a: int, b: int, total: np.ndarray,
-                count: np.ndarray) -> None:  # fmt: skip
-    """Add groups a and b's mean JS distance over the draws, per question, to ``total`` (and 1 to ``count``)."""
-    n_draws, _, n_q, kmax = shares.shape
-    use = have[a] & have[b] & ok_q
-    if use.any():
-        d = js_distance(shares[:, a].reshape(-1, kmax), shares[:, b].reshape(-1, kmax)).reshape(n_draws, n_q)
-        total += np.where(use, d.mean(axis=0), 0.0)
-        count += use
+def _pairwise_js(dists: np.ndarray, have: np.ndarray) -> np.ndarray:
+    """Per question, the mean over the group pairs that both have it of their JS distance (averaged over
+    the leading draw axis): ``dists`` (D, G, Q, K), ``have`` (G, Q). NaN where no pair has the question."""
+    n_draws, n_groups, n_q, kmax = dists.shape
+    total = np.zeros(n_q)
+    count = np.zeros(n_q)
+    for a in range(n_groups):
+        for b in range(a + 1, n_groups):
+            use = have[a] & have[b]
+            if use.any():
+                d = js_distance(dists[:, a].reshape(-1, kmax), dists[:, b].reshape(-1, kmax)).reshape(n_draws, n_q)
+                total += np.where(use, d.mean(axis=0), 0.0)
+                count += use
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def group_spread(batch: ItemBatch, layout: agg.Layout, weights: np.ndarray, level: float,
@@ -210,26 +211,13 @@ def group_spread(batch: ItemBatch, layout: agg.Layout, weights: np.ndarray, leve
     for attr, rows in layout.attribute_rows().items():
         if len(rows) < 2:
             continue
-        sums = {"model": np.zeros(n_q), "survey": np.zeros(n_q)}
-        pairs = np.zeros(n_q)
-        for a in range(len(rows)):
-            for b in range(a + 1, len(rows)):
-                ga, gb = rows[a], rows[b]
-                both = np.isfinite(model[ga, :, 0]) & np.isfinite(model[gb, :, 0])
-                if not both.any():
-                    continue
-                for side, arr in (("model", model), ("survey", human)):
-                    d = js_distance(np.nan_to_num(arr[ga]), np.nan_to_num(arr[gb]))
-                    sums[side] += np.where(both, d, 0.0)
-                pairs += both
-        defined = pairs > 0
+        have = np.isfinite(model[rows, :, 0])  # (G, Q): the group has a scored item on the question
+        per_q = {side: _pairwise_js(np.nan_to_num(arr[rows])[None], have)
+                 for side, arr in (("model", model), ("survey", human))}  # fmt: skip
+        defined = np.isfinite(per_q["model"])
         if not defined.any():
             continue
         entry: dict[str, Any] = {"attribute": attr}
-        per_q = {}
-        for side in ("model", "survey"):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                per_q[side] = np.where(defined, sums[side] / np.maximum(pairs, 1), np.nan)
         mats = {side: per_q[side][None, :] for side in per_q}  # one "group" row per side
         points = {s: agg.sum_counts(m, agg.point_weights(n_q)).pooled()[0] for s, m in mats.items()}
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -172,7 +172,8 @@ def evaluate(
     rmeans = {n: reps[n].group_means() for n in specs}  # (B, G)
     gci = {n: percentile_ci(rmeans[n], config.level) for n in specs}
     correct = bool(config.noise_correction) and n_boot > 0 and config.noise_draws > 0
-    item_n = item_sizes(items, groups) if correct else None
+    sizes = item_sizes(items, groups)  # each item's effective sample size: the size shift and the spread's noise floor
+    item_n = sizes if correct else None
 
     # 3. overall
     overall = {}
@@ -182,7 +183,7 @@ def evaluate(
 
     # baselines on the same cells and the same question draws (paired), and how far apart the groups' answers are
     base = baselines(batch, items, layout, values, weights, config.level, population, COUNTRY_ATTRIBUTE)
-    spread = group_spread(batch, layout, weights, config.level, item_sizes(items, groups), config.seed)
+    spread = group_spread(batch, layout, weights, config.level, sizes, config.seed)
 
     # 4. disparity and flags per attribute
     meta = _group_meta(groups, layout)

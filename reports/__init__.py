@@ -51,11 +51,10 @@ def render_report(
     (DataError) unless ``allow_incomplete``, which renders an INCOMPLETE RUN banner. An
     earlier report.html/report.pdf in OUT is removed, also in a format not written now.
     """
-    from cvaudit.audit.io import atomic_write_bytes
+    from cvaudit.audit.io import atomic_write_bytes, remove_outputs
 
     from .html import render_html
     from .load import load_results
-    from .outputs import replace_outputs
     from .pdf import require_pdf
 
     fmts = check_formats(formats)
@@ -73,7 +72,7 @@ def render_report(
     out = Path(out_dir)
     # rendered first, so a failure leaves OUT as it was; then an earlier report in a format not asked for
     # this time goes too, so the folder never holds two runs' reports side by side
-    replace_outputs(out, REPORT_OUTPUTS)
+    remove_outputs(out, REPORT_OUTPUTS)
     return [atomic_write_bytes(out / name, data) for name, data in files.items()]
 
 

@@ -297,9 +297,7 @@ def write_compare(result: dict[str, Any], out_dir: str | os.PathLike, formats: S
     earlier compare output goes, so a format not asked for this time cannot sit beside
     this run's compare.json as if it belonged to it.
     """
-    from cvaudit.audit.io import atomic_write_bytes, dumps_json
-
-    from .outputs import replace_outputs
+    from cvaudit.audit.io import atomic_write_bytes, dumps_json, remove_outputs
 
     out = Path(out_dir)
     files = {"compare.json": dumps_json(result).encode("utf-8")}
@@ -313,6 +311,6 @@ def write_compare(result: dict[str, Any], out_dir: str | os.PathLike, formats: S
             from .pdf import html_to_pdf_bytes
 
             files["compare.pdf"] = html_to_pdf_bytes(html)
-    replace_outputs(out, COMPARE_OUTPUTS)
+    remove_outputs(out, COMPARE_OUTPUTS)
     return [atomic_write_bytes(out / name, data) for name, data in files.items()]
 

@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import Any
 
 from .charts import ForestRow, forest_plot, heatmap, line_plot
-from .load import finite_number, higher_is_better, metric_names, read_figure
+from .load import finite_number, higher_is_better, metric_info, metric_names, read_figure
 
 METRIC_TITLES = {"accuracy": "Accuracy", "nmae": "NMAE", "representativeness": "Representativeness",
                  "similarity": "Similarity"}  # fmt: skip
@@ -210,9 +210,7 @@ def _spread(record: dict[str, Any]) -> list[dict[str, str]]:
 
 def _recorded_description(record: dict[str, Any], metric: str) -> str:
     """A plug-in metric's own description as results.json recorded it (``metric_info``)."""
-    info = record.get("metric_info")
-    entry = info.get(metric) if isinstance(info, dict) else None
-    text = entry.get("description") if isinstance(entry, dict) else None
+    text = metric_info(record, metric).get("description")
     return (str(text) + " (a plug-in metric)") if text else "A metric registered by a plug-in; see its documentation."
 
 

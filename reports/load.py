@@ -230,14 +230,19 @@ def metric_names(record: dict[str, Any]) -> list[str]:
     return list(names)
 
 
+def metric_info(record: dict[str, Any] | None, metric: str) -> dict[str, Any]:
+    """How the results file says to read ``metric`` (``metric_info``: direction, description); {} when absent."""
+    info = (record or {}).get("metric_info")
+    entry = info.get(metric) if isinstance(info, dict) else None
+    return entry if isinstance(entry, dict) else {}
+
+
 def higher_is_better(metric: str, record: dict[str, Any] | None = None) -> bool:
     """Direction of ``metric``: as the results file records it (``metric_info``), else from the metric
     registry; an unknown plug-in metric defaults to higher-is-better."""
-    info = (record or {}).get("metric_info")
-    if isinstance(info, dict) and isinstance(info.get(metric), dict):
-        recorded = info[metric].get("higher_is_better")
-        if isinstance(recorded, bool):
-            return recorded
+    recorded = metric_info(record, metric).get("higher_is_better")
+    if isinstance(recorded, bool):
+        return recorded
     from cvaudit.metrics import metric_specs
 
     spec = metric_specs().get(metric)

@@ -7,11 +7,8 @@ with a one-line fix instead of a traceback.
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 from cvaudit.audit.errors import ConfigError
-from cvaudit.audit.io import atomic_write_bytes
 
 
 def _weasyprint():
@@ -39,8 +36,3 @@ def html_to_pdf_bytes(html: str) -> bytes:
         return document.write_pdf(pdf_tags=True)
     except TypeError:  # a WeasyPrint without the option
         return document.write_pdf()
-
-
-def write_pdf(html: str, path: str | os.PathLike) -> Path:
-    """Render ``html`` to ``path`` atomically (no half-written PDF on interruption)."""
-    return atomic_write_bytes(path, html_to_pdf_bytes(html))
