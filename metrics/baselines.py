@@ -26,7 +26,7 @@ mirror differences between the survey groups.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,7 +49,10 @@ _fig = agg.figure
 
 
 def uniform_values(batch: ItemBatch, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Per-item metric values of a uniform answer, averaged over the K tie-breaks."""
+    """Per-item metric values of a uniform answer, averaged over the K tie-breaks.
+
+    Tie-break j only exists for the items with more than j options, so each pass scores those alone.
+    """
     n, kmax = batch.model.shape
     cols = np.arange(kmax)[None, :]
     live = cols < batch.k[:, None]
@@ -57,21 +60,24 @@ def uniform_values(batch: ItemBatch, names: Sequence[str]) -> dict[str, np.ndarr
         base = np.where(live, 1.0 / np.maximum(batch.k[:, None], 1), 0.0)
     totals = {m: np.zeros(n) for m in names}
     for j in range(kmax):
-        model = base.copy()
+        use = np.flatnonzero(batch.k > j)  # option j exists for these items
+        if not use.size:
+            continue
+        model = base[use].copy()
         model[:, j] += TIE_BREAK
         model /= model.sum(axis=1, keepdims=True)
-        model[~live] = 0.0
-        values = compute_metrics(dataclasses.replace(batch, model=model), list(names))
-        use = batch.k > j  # option j exists for this item
+        model[~live[use]] = 0.0
+        sub = batch.take(use)
+        values = compute_metrics(dataclasses.replace(sub, model=model), list(names))
         for m in names:
-            totals[m] += np.where(use, values[m], 0.0)
+            totals[m][use] += values[m]
     with np.errstate(invalid="ignore", divide="ignore"):
         return {m: np.where(batch.k > 0, totals[m] / np.maximum(batch.k, 1), np.nan) for m in names}
 
 
-def population_values(batch: ItemBatch, questions: Sequence[str], population: Mapping[str, Sequence[float]],
-                      names: Sequence[str]) -> dict[str, np.ndarray]:  # fmt: skip
-    """Per-item metric values when every group gets its question's whole-country distribution."""
+def _population_model(batch: ItemBatch, questions: Sequence[str],
+                      population: Mapping[str, Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Each item's whole-country distribution (n, K) and whether it has one (n,)."""
     n, kmax = batch.model.shape
     model = np.zeros((n, kmax))
     known = np.zeros(n, dtype=bool)
@@ -85,55 +91,112 @@ def population_values(batch: ItemBatch, questions: Sequence[str], population: Ma
             continue
         model[i, :k] = d / d.sum()
         known[i] = True
-    values = compute_metrics(dataclasses.replace(batch, model=model, valid=batch.valid & known), list(names))
-    return values
+    return model, known
 
 
-def _paired(model_m: np.ndarray, base_m: np.ndarray, weights: np.ndarray, level: float) -> dict[str, Any]:
-    """Overall baseline figure and model-minus-baseline, both with paired question-bootstrap intervals."""
+def population_values(batch: ItemBatch, questions: Sequence[str], population: Mapping[str, Sequence[float]],
+                      names: Sequence[str]) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per-item metric values when every group gets its question's whole-country distribution."""
+    model, known = _population_model(batch, questions, population)
+    return compute_metrics(dataclasses.replace(batch, model=model, valid=batch.valid & known), list(names))
+
+
+# A baseline "side": per-item values of the baseline on a batch whose items are tiled ``times`` times
+# (``times`` = 1 for the point estimate, a block of respondent replicates otherwise).
+Side = Callable[[ItemBatch, int], dict[str, np.ndarray]]
+Blocks = Callable[[], Iterator[tuple[int, int, ItemBatch]]]
+
+
+def _sides(batch: ItemBatch, items: pd.DataFrame, names: Sequence[str], population: Mapping[str, Sequence[float]] | None,
+           country_attribute: str) -> dict[str, Side]:  # fmt: skip
+    sides: dict[str, Side] = {"uniform": lambda b, _times: uniform_values(b, names)}
+    if population is not None:
+        model, known = _population_model(batch, items["question"].astype(str).tolist(), population)
+        # the whole-country group's own answers are the population's: a baseline it cannot be compared with
+        own = (items["attribute"].astype(str) == country_attribute).to_numpy()
+
+        def population_side(b: ItemBatch, times: int) -> dict[str, np.ndarray]:
+            tile = (lambda a: np.tile(a, (times,) + (1,) * (a.ndim - 1))) if times > 1 else (lambda a: a)
+            values = compute_metrics(dataclasses.replace(b, model=tile(model), valid=b.valid & tile(known)),
+                                     list(names))  # fmt: skip
+            return {m: np.where(tile(own), np.nan, v) for m, v in values.items()}
+
+        sides["population"] = population_side
+    return sides
+
+
+def _paired(model_m: np.ndarray, base_m: np.ndarray, reps_m: np.ndarray | None, reps_b: np.ndarray | None,
+            level: float) -> dict[str, Any]:  # fmt: skip
+    """Overall baseline figure and model-minus-baseline, from the point matrices and paired replicate means."""
     n_q = model_m.shape[1]
     point_b = agg.sum_counts(base_m, agg.point_weights(n_q)).pooled()[0]
     point_m = agg.sum_counts(model_m, agg.point_weights(n_q)).pooled()[0]
-    if weights.shape[0]:
-        reps_b = agg.sum_counts(base_m, weights).pooled()
-        reps_m = agg.sum_counts(model_m, weights).pooled()
+    if reps_m is not None and reps_b is not None and reps_b.shape[0]:
         blo, bhi = percentile_ci(reps_b[:, None], level)
         dlo, dhi = percentile_ci((reps_m - reps_b)[:, None], level)
         return {"overall": _fig(point_b, blo[0], bhi[0]), "model_minus_baseline": _fig(point_m - point_b, dlo[0], dhi[0])}
     return {"overall": _fig(point_b), "model_minus_baseline": _fig(point_m - point_b)}
 
 
+def _both(model_m: np.ndarray, base_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two matrices on the cells both define: the same cells on both sides of the difference."""
+    both = np.isfinite(base_m) & np.isfinite(model_m)
+    return np.where(both, model_m, np.nan), np.where(both, base_m, np.nan)
+
+
+def _respondent_means(sides: Mapping[str, Side], names: Sequence[str], layout: agg.Layout, weights: np.ndarray,
+                      blocks: Blocks) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:  # fmt: skip
+    """Per baseline and metric, the (model, baseline) overall means of every replicate when the survey's
+    respondents are resampled too: replicate b scores both against survey replicate b and question draw b."""
+    n_boot = weights.shape[0]
+    out = {k: {m: (np.full(n_boot, np.nan), np.full(n_boot, np.nan)) for m in names} for k in sides}
+    for b0, b1, rep_batch in blocks():
+        times = b1 - b0
+        model_values = compute_metrics(rep_batch, list(names))
+        for key, side in sides.items():
+            base_values = side(rep_batch, times)
+            for m in names:
+                pm, pb = _both(agg.to_matrix(model_values[m].reshape(times, -1), layout),
+                               agg.to_matrix(base_values[m].reshape(times, -1), layout))  # fmt: skip
+                out[key][m][0][b0:b1] = agg.sum_counts(pm, weights[b0:b1]).pooled()
+                out[key][m][1][b0:b1] = agg.sum_counts(pb, weights[b0:b1]).pooled()
+    return out
+
+
 def baselines(batch: ItemBatch, items: pd.DataFrame, layout: agg.Layout, model_values: Mapping[str, np.ndarray],
               weights: np.ndarray, level: float, population: Mapping[str, Sequence[float]] | None = None,
-              country_attribute: str = "all") -> dict[str, Any]:  # fmt: skip
+              country_attribute: str = "all", blocks: Blocks | None = None) -> dict[str, Any]:  # fmt: skip
     """results.json "baselines": per baseline, its overall figure, the model's paired difference and group means.
 
     The whole-country group (``country_attribute``) is left out of the population baseline: there the
     population's distribution *is* the group's own survey answer, a baseline that cannot be beaten. A run
-    with no other group gets no population baseline.
+    with no other group gets no population baseline. ``blocks`` (the respondent-bootstrap replicate
+    blocks, when the survey is resampled too) puts the survey's sampling error into the intervals: both
+    sides of each replicate are scored against the same resampled survey.
     """
     names = list(model_values)
-    found = {"uniform": uniform_values(batch, names)}
-    if population is not None:
-        values = population_values(batch, items["question"].astype(str).tolist(), population, names)
-        own = (items["attribute"].astype(str) == country_attribute).to_numpy()
-        for m in names:
-            values[m] = np.where(own, np.nan, values[m])
-        if not all(np.isnan(v).all() for v in values.values()):
-            found["population"] = values
+    sides = _sides(batch, items, names, population, country_attribute)
+    found = {key: side(batch, 1) for key, side in sides.items()}
+    if "population" in found and all(np.isnan(v).all() for v in found["population"].values()):
+        del found["population"], sides["population"]  # no group but the whole country: nothing to compare
+    resampled = _respondent_means(sides, names, layout, weights, blocks) if blocks is not None and weights.shape[0] else None
     out: dict[str, Any] = {}
     for key, values in found.items():
         entry: dict[str, Any] = {"description": BASELINE_TEXT[key], "overall": {}, "model_minus_baseline": {},
-                                 "n_cells": {}, "groups": []}  # fmt: skip
+                                 "n_cells": {}, "groups": [], "respondents": resampled is not None}  # fmt: skip
         group_means = {}
         for m in names:
             base_m = agg.to_matrix(values[m], layout)
-            model_m = agg.to_matrix(model_values[m], layout)
-            both = np.isfinite(base_m) & np.isfinite(model_m)  # the same cells on both sides of the difference
-            paired = _paired(np.where(both, model_m, np.nan), np.where(both, base_m, np.nan), weights, level)
+            model_m, paired_b = _both(agg.to_matrix(model_values[m], layout), base_m)
+            if resampled is not None:
+                reps_m, reps_b = resampled[key][m]
+            else:
+                reps_m = agg.sum_counts(model_m, weights).pooled()
+                reps_b = agg.sum_counts(paired_b, weights).pooled()
+            paired = _paired(model_m, paired_b, reps_m, reps_b, level)
             entry["overall"][m] = paired["overall"]
             entry["model_minus_baseline"][m] = paired["model_minus_baseline"]
-            entry["n_cells"][m] = int(both.sum())  # the cells both sides average (fewer than the model's if any lack a baseline)
+            entry["n_cells"][m] = int(np.isfinite(model_m).sum())  # the cells both sides average (fewer than the model's if any lack a baseline)
             group_means[m] = agg.sum_counts(base_m, agg.point_weights(base_m.shape[1])).group_means()[0]
         for i, (attr, label) in enumerate(layout.groups):
             entry["groups"].append({"attribute": attr, "group": label,

@@ -7,8 +7,9 @@ overall, per-attribute means -> disparity figures per replicate -> flags.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -74,14 +75,10 @@ def _check(items: pd.DataFrame, groups: pd.DataFrame, config: MetricsConfig) -> 
         raise ConfigError(f"alpha must be between 0 and 1 (e.g. 0.05), got {config.alpha}")
 
 
-def _replicate_sumcounts(
-    items: pd.DataFrame, batch: Any, layout: agg.Layout, specs: dict[str, MetricSpec], weights: np.ndarray,
-    human_replicates: Any, chunk: int,
-) -> dict[str, agg.SumCounts]:  # fmt: skip
-    """Replicate sums/counts per metric when D_H is resampled too: replicate b uses human replicate b."""
-    n_items, n_boot = len(items), weights.shape[0]
+def _stack_replicates(batch: Any, human_replicates: Any, n_boot: int) -> np.ndarray:
+    """The items' respondent-bootstrap survey replicates as one (n_items, n_boot, K) array (zero padded)."""
     kmax = batch.model.shape[1]
-    reps = np.zeros((n_items, n_boot, kmax))
+    reps = np.zeros((len(batch.k), n_boot, kmax))
     for i, r in enumerate(human_replicates):
         r = np.asarray(r, dtype=float)
         if r.ndim != 2 or r.shape[0] != n_boot or r.shape[1] != int(batch.k[i]):
@@ -92,16 +89,31 @@ def _replicate_sumcounts(
                 "make them with metrics.bootstrap.respondent_replicates using the same n_boot"
             )
         reps[i, :, : r.shape[1]] = r
+    return reps
+
+
+def _replicate_batches(batch: Any, reps: np.ndarray, chunk: int) -> Iterator[tuple[int, int, Any]]:
+    """Blocks of respondent replicates: (b0, b1, the items tiled b1 - b0 times against replicates b0..b1)."""
+    n_items, n_boot, kmax = reps.shape
+    step = max(chunk, 1)
+    for b0 in range(0, n_boot, step):
+        b1 = min(n_boot, b0 + step)
+        human = reps[:, b0:b1, :].transpose(1, 0, 2).reshape((b1 - b0) * n_items, kmax)
+        yield b0, b1, batch.repeat(b1 - b0).with_human(human)
+
+
+def _replicate_sumcounts(
+    batch: Any, layout: agg.Layout, specs: dict[str, MetricSpec], weights: np.ndarray,
+    blocks: Callable[[], Iterator[tuple[int, int, Any]]],
+) -> dict[str, agg.SumCounts]:  # fmt: skip
+    """Replicate sums/counts per metric when D_H is resampled too: replicate b uses human replicate b."""
+    n_items, n_boot = len(batch.k), weights.shape[0]
     sums = {n: np.zeros((n_boot, len(layout.groups))) for n in specs}
     counts = {n: np.zeros((n_boot, len(layout.groups))) for n in specs}
-    for b0 in range(0, n_boot, max(chunk, 1)):
-        b1 = min(n_boot, b0 + max(chunk, 1))
-        nb = b1 - b0
-        human = reps[:, b0:b1, :].transpose(1, 0, 2).reshape(nb * n_items, kmax)
-        rep_batch = batch.repeat(nb).with_human(human)
+    for b0, b1, rep_batch in blocks():
         values = compute_metrics(rep_batch, list(specs))
         for name, v in values.items():
-            mat = agg.to_matrix(v.reshape(nb, n_items), layout)
+            mat = agg.to_matrix(v.reshape(b1 - b0, n_items), layout)
             sc = agg.sum_counts(mat, weights[b0:b1])
             sums[name][b0:b1], counts[name][b0:b1] = sc.sums, sc.counts
     return {n: agg.SumCounts(sums[n], counts[n]) for n in specs}
@@ -158,8 +170,10 @@ def evaluate(
     matrices = {n: agg.to_matrix(v, layout) for n, v in values.items()}
     point = {n: agg.sum_counts(m, agg.point_weights(n_q)) for n, m in matrices.items()}
     use_resp = bool(config.respondents) and n_boot > 0
+    blocks = None  # the respondent-bootstrap blocks, replayed for the model and for the baselines
     if use_resp:
-        reps = _replicate_sumcounts(items, batch, layout, specs, weights, human_replicates, config.chunk)
+        blocks = partial(_replicate_batches, batch, _stack_replicates(batch, human_replicates, n_boot), config.chunk)
+        reps = _replicate_sumcounts(batch, layout, specs, weights, blocks)
     else:
         reps = {n: agg.sum_counts(m, weights) for n, m in matrices.items()}
     if n_q == 1:
@@ -182,7 +196,7 @@ def evaluate(
         overall[n] = _fig(point[n].pooled()[0], lo[0], hi[0])
 
     # baselines on the same cells and the same question draws (paired), and how far apart the groups' answers are
-    base = baselines(batch, items, layout, values, weights, config.level, population, COUNTRY_ATTRIBUTE)
+    base = baselines(batch, items, layout, values, weights, config.level, population, COUNTRY_ATTRIBUTE, blocks)
     spread = group_spread(batch, layout, weights, config.level, sizes, config.seed)
 
     # 4. disparity and flags per attribute

@@ -71,6 +71,11 @@ class ItemBatch:
         return ItemBatch(self.model, human, self.positions, self.k, self.ordinal, modes_of(human),
                          self.valid & np.isfinite(human).all(axis=1), self.span)  # fmt: skip
 
+    def take(self, rows: np.ndarray) -> ItemBatch:
+        """The items at ``rows`` (indices or a boolean mask), every array alike."""
+        return ItemBatch(self.model[rows], self.human[rows], self.positions[rows], self.k[rows], self.ordinal[rows],
+                         self.modes[rows], self.valid[rows], self.span[rows])  # fmt: skip
+
     def repeat(self, times: int) -> ItemBatch:
         """Tile every array ``times`` times along the item axis (replicate-major)."""
         t = lambda a: np.tile(a, (times,) + (1,) * (a.ndim - 1))  # noqa: E731

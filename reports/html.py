@@ -304,7 +304,10 @@ def _verdict(record: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
                            "size": "—" if size is None else fmt(size),
                            "best": str(d.get("best_group") or "—"), "worst": str(d.get("worst_group") or "—")})  # fmt: skip
     inside = sorted(flagged["inside"], key=lambda f: (f["side"] != "worse", f["attribute"], f["group"]))
-    return {"overall": orows, "baselines": [{"key": k, "title": BASELINE_TITLES[k]} for k in shown], "behind": [f"than a {b} on {', '.join(ms)}" if b.startswith("uniform") else f"than the {b} on {', '.join(ms)}"
+    # results.json from before the baselines followed the respondent bootstrap have no "respondents" here
+    resampled = bool(shown) and all(base[k].get("respondents") is True for k in shown)
+    return {"overall": orows, "baselines": [{"key": k, "title": BASELINE_TITLES[k]} for k in shown],
+            "baselines_respondents": resampled, "behind": [f"than a {b} on {', '.join(ms)}" if b.startswith("uniform") else f"than the {b} on {', '.join(ms)}"
                                    for b, ms in behind.items()],
             "favoured": flagged["favoured"], "disfavoured": flagged["disfavoured"],
             "inside": inside[:INSIDE_BAND_MAX], "inside_more": max(0, len(inside) - INSIDE_BAND_MAX),

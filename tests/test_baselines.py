@@ -176,3 +176,36 @@ def test_whole_country_cells_get_no_population_baseline():
     only_country = items[items["attribute"] == "all"]
     ev = evaluate(only_country, groups[groups["attribute"] == "all"], MetricsConfig(n_boot=20), population=population)
     assert "population" not in ev["baselines"] and "uniform" in ev["baselines"]
+
+
+def test_respondent_bootstrap_reaches_the_baseline_intervals():
+    """With --respondent-bootstrap both sides of model - baseline are scored against the same resampled survey."""
+    from cvaudit.metrics.bootstrap import respondent_replicates
+    from test_bootstrap import _items
+
+    items, groups = _items(n_q=1)  # one question: the question bootstrap alone cannot vary
+    n_boot, rng = 300, np.random.default_rng(11)
+    reps = [respondent_replicates(rng.choice(3, size=30, p=h).astype(float), None, 3, n_boot, rng)
+            for h in items["human_dist"]]  # fmt: skip
+    population = _population(items)
+    plain = evaluate(items, groups, MetricsConfig(n_boot=n_boot), population=population)["baselines"]
+    both = evaluate(items, groups, MetricsConfig(n_boot=n_boot, respondents=True), human_replicates=reps,
+                    population=population)["baselines"]  # fmt: skip
+    assert plain["uniform"]["respondents"] is False and both["uniform"]["respondents"] is True
+    for key in ("uniform", "population"):
+        lo, hi = plain[key]["model_minus_baseline"]["similarity"]["ci"]
+        assert lo == pytest.approx(hi)  # one question: zero width without the survey's sampling error
+        assert both[key]["model_minus_baseline"]["similarity"]["value"] == plain[key]["model_minus_baseline"]["similarity"]["value"]
+    # by hand: replicate b scores the model and the uniform answer against survey replicate b
+    sim = lambda p, h: 1 - jensenshannon(p, h, base=2)  # noqa: E731
+    diffs = [np.mean([sim(np.asarray(m), r[b] / r[b].sum()) - sim(np.full(3, 1 / 3), r[b] / r[b].sum())
+                      for m, r in zip(items["model_dist"], reps)]) for b in range(n_boot)]  # fmt: skip
+    got = both["uniform"]["model_minus_baseline"]["similarity"]["ci"]
+    assert got == pytest.approx(list(np.quantile(diffs, [0.025, 0.975])), abs=1e-9)
+    assert got[1] - got[0] > 0.01
+    # a model that is the population baseline still differs from it by exactly zero in every replicate
+    as_pop = items.assign(model_dist=[population[q] for q in items["question"]])
+    same = evaluate(as_pop, groups, MetricsConfig(n_boot=n_boot, respondents=True), human_replicates=reps,
+                    population=population)["baselines"]["population"]  # fmt: skip
+    assert same["model_minus_baseline"]["similarity"]["ci"] == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert same["overall"]["similarity"]["ci"][1] > same["overall"]["similarity"]["ci"][0]

@@ -407,6 +407,13 @@ def test_verdict_shows_the_baselines_and_where_the_model_is_worse(record):
     rec["baselines"]["uniform"]["model_minus_baseline"]["similarity"] = {"value": -0.05, "ci": [-0.08, -0.02]}
     rec["baselines"]["uniform"]["model_minus_baseline"]["nmae"] = {"value": 0.05, "ci": [0.01, 0.09]}
     assert "The model is significantly worse than a uniform answer on NMAE, Similarity." in _text(render_html(rec))
+    # which survey noise the baselines' intervals carry is said, from the file itself
+    rec["bootstrap"]["respondents"] = True
+    assert "These intervals resample questions only, not respondents." in _text(render_html(rec))
+    for key in rec["baselines"]:
+        rec["baselines"][key]["respondents"] = True
+    resampled = _text(render_html(rec))
+    assert "Respondents are resampled in these intervals too" in resampled and "resample questions only" not in resampled
     # a results file from before the baselines existed: no baseline columns, no spread table, no error
     for key in ("baselines", "spread"):
         del rec[key]
