@@ -140,6 +140,7 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .embedded import EMBEDDED_ALIASES, embedded_model_dir
+    from .prompts import persona_role
 
     spec = spec or ModelSpec()
     transformers.utils.logging.disable_progress_bar()  # keep stderr to our own one-line messages
@@ -212,6 +213,7 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
         "n_parameters": int(sum(p.numel() for p in model.parameters())),
         "embedded": embedded,
         "device": device,
+        "persona_role": persona_role(tokenizer),  # how the prompts send the persona (audit/prompts.py)
     }
     if spec.adapter:
         from cvaudit.audit.adapters import apply_adapter  # owned by the checkpoint engineer

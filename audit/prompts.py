@@ -1,7 +1,9 @@
 """How a question is put to the model, and which tokens are its answer options.
 
 Format (docs/engine.md): the tokenizer's chat template with the persona as the
-system message (when given) and one user message::
+system message (when given) and one user message (templates that reject a system
+role get the persona as a preamble of the user message instead, see
+:func:`persona_role`)::
 
     <question text>
 
@@ -83,10 +85,53 @@ def user_message(question_text: str, options: Sequence[str], markers: Sequence[s
     return "\n".join(lines)
 
 
+SYSTEM_ROLE = "system"  # the persona is the template's system message
+USER_PREAMBLE = "user-preamble"  # the template rejects a system role: persona, blank line, question in the user turn
+PLAIN_PREAMBLE = "plain-preamble"  # no chat template: persona, blank line, question in plain text
+_PROBE = [{"role": "system", "content": "cvaudit probe"}, {"role": "user", "content": "cvaudit probe"}]
+_ROLES: weakref.WeakKeyDictionary | dict = weakref.WeakKeyDictionary()
+
+
+def _accepts_system_role(tokenizer: Any) -> bool:
+    """Whether the chat template renders a system message (Gemma, early Mistral raise "System role not supported")."""
+    from jinja2 import TemplateError
+
+    try:
+        tokenizer.apply_chat_template(_PROBE, tokenize=False, add_generation_prompt=True)
+    except TemplateError:
+        return False
+    return True
+
+
+def persona_role(tokenizer: Any) -> str:
+    """Where this tokenizer's prompts put the persona; probed once per (tokenizer, template) and cached.
+
+    Recorded in results.json "model" so a run says how its persona was sent.
+    """
+    if not has_chat_template(tokenizer):
+        return PLAIN_PREAMBLE
+    try:
+        memo = _ROLES.setdefault(tokenizer, {})
+    except TypeError:  # not weak-referenceable
+        memo = {}
+    template = str(tokenizer.chat_template)
+    if template not in memo:
+        memo[template] = SYSTEM_ROLE if _accepts_system_role(tokenizer) else USER_PREAMBLE
+    return memo[template]
+
+
+def _messages(tokenizer: Any, system: str | None, user: str) -> list[dict[str, str]]:
+    if not system:
+        return [{"role": "user", "content": user}]
+    if persona_role(tokenizer) == USER_PREAMBLE:
+        return [{"role": "user", "content": f"{system.strip()}\n\n{user}"}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
 def render_text(tokenizer: Any, system: str | None, user: str) -> str:
     """Chat template with the generation prompt, or the plain-text fallback ending in "Answer:"."""
     if has_chat_template(tokenizer):
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        messages = _messages(tokenizer, system, user)
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     head = f"{system.strip()}\n\n" if system else ""
     return f"{head}{user}\n{PLAIN_ANSWER_CUE}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import platform
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,11 +172,15 @@ def build_items(
     questions: Sequence[Question],
     truth: pd.DataFrame,
     predictions: dict[tuple[str, str], ItemPrediction],
+    exclude: Collection[tuple[str, str]] = (),
 ) -> pd.DataFrame:
     """One row per non-suppressed (group, question), in group then question order.
 
     Cells whose ground truth is suppressed (fewer valid answers than min_size) are
-    left out entirely, so no figure is ever shown for them.
+    left out entirely, so no figure is ever shown for them. So are the
+    ``exclude`` cells, (group.id, question.id) the method was trained on
+    (:meth:`~cvaudit.audit.methods.base.Method.training_cells`): in-sample
+    answers would flatter every figure.
     """
     import numpy as np
     import pandas as pd
@@ -184,9 +188,12 @@ def build_items(
     from .errors import ModelError
 
     by_cell = {(r.attribute, r.group, r.question): r for r in truth.itertuples(index=False)}
+    skip = set(exclude)
     rows = []
     for g in groups:
         for q in questions:
+            if (g.id, q.id) in skip:
+                continue
             t = by_cell.get((g.attribute, g.label, q.id))
             if t is None or bool(t.suppressed) or t.human_dist is None:
                 continue
@@ -215,6 +222,20 @@ def build_items(
                 }
             )
     return pd.DataFrame(rows, columns=list(ITEM_COLUMNS))
+
+
+def excluded_cells_section(groups: Sequence[Group], questions: Sequence[Question], held: Any) -> dict[str, Any] | None:
+    """results.json "excluded_cells": the method's training cells left out of every figure, or None (absent).
+
+    Listed by attribute, group label and question id (group then question order), the
+    keys of ``items``, so compare can tell a cell a run held out from a damaged file.
+    """
+    cells = set(getattr(held, "cells", ()) or ())
+    if not cells:
+        return None
+    listed = [{"attribute": g.attribute, "group": g.label, "question": q.id}
+              for g in groups for q in questions if (g.id, q.id) in cells]  # fmt: skip
+    return {"reason": str(getattr(held, "reason", "") or "the method was fitted on these cells"), "cells": listed}
 
 
 def groups_frame(groups: Sequence[Group]) -> pd.DataFrame:
@@ -257,6 +278,8 @@ def assemble(
     unavailable: dict[str, str] | None = None,
     question_notes: Sequence[str] = (),
     excluded: Sequence[str] = (),
+    cell_notes: Sequence[str] = (),
+    excluded_cells: dict[str, Any] | None = None,
     created_at: str | None = None,
 ) -> dict[str, Any]:
     """The complete results.json record (docs/results-schema.md).
@@ -266,7 +289,9 @@ def assemble(
     ``engine_stats`` (prompts scored, taken from the cache, tokens) go under "timings":
     they differ between a fresh and a resumed run whose figures are identical.
     Question and subgroup notes are recorded in their sections and also appended to
-    "metric_notes", which the report prints as "Notes from this run".
+    "metric_notes", which the report prints as "Notes from this run"; so are
+    ``cell_notes`` (the method's training cells). ``excluded_cells`` (see
+    :func:`excluded_cells_section`) is recorded only when the method left cells out.
     """
     record = header(config, created_at)
     timing_block: dict[str, Any] = {k: round(float(v), 3) for k, v in timings.items()}
@@ -290,7 +315,9 @@ def assemble(
     for key, value in evaluation.items():  # notes or sections metrics adds later travel along
         if key not in record and key != "item_metrics":
             record[key] = value
-    run_notes = [*question_notes, *unavailable_notes(unavailable)]
+    if excluded_cells:
+        record["excluded_cells"] = excluded_cells
+    run_notes = [*question_notes, *cell_notes, *unavailable_notes(unavailable)]
     if run_notes:
         record["metric_notes"] = list(dict.fromkeys([*(record.get("metric_notes") or []), *run_notes]))
     if method_report:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig
 from .errors import ConfigError, DataError
-from .methods.base import Method, MethodContext, get_method_class
-from .types import Country, Question
+from .methods.base import HeldOutCells, Method, MethodContext, get_method_class
+from .types import Country, Group, Question
 
 if TYPE_CHECKING:
     from .models import ModelSpec
@@ -156,6 +156,27 @@ def check_reference(config: RunConfig, groups: Any) -> None:
             raise ConfigError(f"--reference {attr}={label}: no such group; valid: {', '.join(valid)}")
 
 
+def scored_cells(groups: Any, truth: Any) -> set[tuple[str, str]]:
+    """(group.id, question.id) of every cell with a non-suppressed ground truth: the cells figures use."""
+    ids = {(g.attribute, g.label): g.id for g in groups}
+    return {(ids[(r.attribute, r.group)], r.question) for r in truth.itertuples(index=False)
+            if not bool(r.suppressed) and r.human_dist is not None and (r.attribute, r.group) in ids}  # fmt: skip
+
+
+def hold_out_cells(method: Method, groups: list[Group], questions: list[Question], country: Country,
+                   truth: Any) -> HeldOutCells:  # fmt: skip
+    """The cells the method was trained on (left out of every figure), asked before the model loads.
+
+    A run in which every cell with a ground truth is a training cell has nothing to
+    test: it fails now (ConfigError with the method's advice), not after scoring.
+    """
+    held = method.training_cells(groups, questions, country)
+    if held.cells and scored_cells(groups, truth) <= held.cells:
+        raise ConfigError(held.advice or f"every audited (group, question) cell is one the {method.name} method "
+                          "was fitted on: nothing is left to audit; choose other groups or questions")  # fmt: skip
+    return held
+
+
 def model_spec(config: RunConfig, method: Method) -> Any:
     """ModelSpec from the config, then the method's overrides (e.g. an adapter or a checkpoint dir).
 
@@ -279,6 +300,9 @@ def _audit(config: RunConfig, say: Log, clock: Clock, method: Method, country: C
     )
     for note in res.unavailable_notes(unavailable(groupset)):
         say(note)
+    held = hold_out_cells(method, list(groupset.groups), questions, country, truth)  # before the slow model load
+    for note in held.notes:
+        say(note)
 
     # 3. model side (the cache opens first: a bad --cache fails before the slow model load)
     cache = make_cache(config)
@@ -304,7 +328,7 @@ def _audit(config: RunConfig, say: Log, clock: Clock, method: Method, country: C
         say(f"scores: {stats['cached']} from the cache {getattr(cache, 'path', '')}, {stats.get('computed', 0)} computed")
 
     # 4. figures
-    items = res.build_items(groupset.groups, questions, truth, predictions)
+    items = res.build_items(groupset.groups, questions, truth, predictions, exclude=held.cells)
     if items.empty:
         raise DataError("every (group, question) cell is suppressed; lower --min-size or choose other questions")
     with clock("metrics"):
@@ -325,6 +349,7 @@ def _audit(config: RunConfig, say: Log, clock: Clock, method: Method, country: C
             config=config, model_info=dict(loaded.info), method=method, source=survey.source,
             questions=questions, suppressed=groupset.suppressed, items=items, evaluation=evaluation,
             unavailable=unavailable(groupset), question_notes=question_notes, excluded=excluded,
+            cell_notes=held.notes, excluded_cells=res.excluded_cells_section(groupset.groups, questions, held),
             timings=clock.summary(), device=res.device_info(loaded), method_report=ctx.extra.get("method_report"),
             engine_stats=getattr(engine, "stats", None), created_at=created,
         )  # fmt: skip

@@ -83,8 +83,20 @@ def holm_floor(n_compared: int, n_boot: int) -> float:
 
 
 def replicates_to_flag(n_compared: int, alpha: float) -> int:
-    """The fewest replicates for which :func:`holm_floor` is below ``alpha``."""
-    return int(math.floor(2.0 * n_compared / alpha))
+    """The fewest replicates for which :func:`holm_floor` is below ``alpha``.
+
+    The closed form floor(2m / alpha) can land one short when 2m / alpha rounds
+    (m=7, alpha=0.07 gives 199, where the floor is exactly 0.07), so the candidate
+    is stepped until :func:`holm_floor` itself agrees: the advice then always works.
+    """
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be a positive finite number, got {alpha}")
+    n_boot = max(0, int(math.floor(2.0 * n_compared / alpha)) - 1)
+    while holm_floor(n_compared, n_boot) >= alpha:
+        n_boot += 1
+    while n_boot > 0 and holm_floor(n_compared, n_boot - 1) < alpha:
+        n_boot -= 1
+    return n_boot
 
 
 def flag_attribute(

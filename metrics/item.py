@@ -113,6 +113,26 @@ def _as_list(value: Any) -> list | None:
     return list(value)
 
 
+def _checked_dist(values: list, what: str, row: int) -> np.ndarray:
+    """One item's distribution as floats, refusing what no normalisation can repair (NaN, inf, negatives).
+
+    Such entries used to reach the metrics as -inf similarity and leave the run as a silent null.
+    """
+    from cvaudit.audit.errors import DataError
+
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError(f"{what} of item row {row} is not a list of numbers: {values!r}") from None
+    if arr.ndim != 1:
+        raise DataError(f"{what} of item row {row} is not a flat list of numbers: {values!r}")
+    bad = ~np.isfinite(arr) | (arr < 0)
+    if bad.any():
+        raise DataError(f"{what} of item row {row} has a negative or non-finite share {arr[bad][0]!r} "
+                        "(shares must be finite and >= 0)")  # fmt: skip
+    return arr
+
+
 def batch_from_lists(
     model_dist: Sequence[Any],
     human_dist: Sequence[Any],
@@ -123,10 +143,15 @@ def batch_from_lists(
 
     ``human_mode`` (ties kept) is used when given; otherwise modes are derived from
     ``human_dist``. A ``None`` human distribution (suppressed cell) makes the item invalid.
+    Non-negative shares are normalised per item (an all-zero one makes it invalid);
+    a negative or non-finite share raises DataError naming the item row.
     """
     n = len(model_dist)
     models = [_as_list(m) for m in model_dist]
     humans = [_as_list(h) for h in human_dist]
+    for i, (m, h) in enumerate(zip(models, humans)):
+        models[i] = None if m is None else _checked_dist(m, "model_dist", i)
+        humans[i] = None if h is None else _checked_dist(h, "human_dist", i)
     poss = [_as_list(p) for p in positions] if positions is not None else [None] * n
     k = np.array([len(m) if m is not None else (len(h) if h is not None else 0)
                   for m, h in zip(models, humans)], dtype=np.int64)  # fmt: skip

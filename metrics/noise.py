@@ -6,13 +6,17 @@ so noise moves the expected figure, and more for small groups: a 30-person group
 drawn from the same population as a 2,000-person reference looks less well
 aligned. Flags that compare the two would report sample size as bias.
 
-The shift: for each of the group's questions, take the D_H of the attribute's
-largest group as the population (the best estimate at hand; it is the reference
-unless the run named a smaller one), draw answer distributions from
-Multinomial(n, D_H) / n at the group's effective size and at the reference's,
-score the group's own model answer against both, and take the difference of the
-means. A group's shift is the mean over its questions. Flags take the part of the
-gap it explains off the group's figure before comparing
+The shift: the group's true answers are unknown (its D_H is the noisy estimate), so
+stand-ins are taken on the line from the group's model answer to its D_H, and the
+one is kept whose expected closeness to the model at the group's own effective size
+(JS distance of the model to Multinomial(n, stand-in) / n draws, averaged over the
+group's questions) equals the closeness measured. The shift is then the mean
+difference, over the group's questions, between each metric scored against draws
+at the group's size and at the reference's. It is what sample size does to a model
+*as close to the group as measured*, whether or not the group answers like the
+reference: a model that follows every group's own opinions exactly is as exposed to
+it as one that gives all groups the country's answer. Flags take the part of the gap
+it explains off the group's figure before comparing
 (:mod:`cvaudit.metrics.evaluate`); the figures themselves are reported as measured.
 """
 
@@ -24,14 +28,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import aggregate as agg
-from .item import ItemBatch, compute_metrics
+from .item import ItemBatch, compute_metrics, js_distance
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# Monte Carlo error of a group's shift: about 0.006 on accuracy for 34 questions at n = 30 (the shift is
-# about -0.03 there), less on the distance metrics and with more questions (tests/test_noise.py)
-DRAWS = 128
+# Monte Carlo error of a group's shift (sd over seeds, 34 questions, n = 30): 0.011 on accuracy (shift about
+# -0.10), 0.007 on NMAE, 0.002 on similarity, 0.001 on representativeness; less with more questions
+DRAWS = 128  # per size, and split over GRID for the reference's closeness
+# where the stand-in for the reference's true answers is looked for, between the model's answer (0) and its survey answer (1)
+GRID = np.linspace(0.0, 1.0, 5)
+CLOSENESS = "_js_distance"  # the statistic the stand-in is matched on, scored with the metrics' draws
 
 
 def item_sizes(items: pd.DataFrame, groups: pd.DataFrame) -> np.ndarray:
@@ -58,26 +65,21 @@ def item_sizes(items: pd.DataFrame, groups: pd.DataFrame) -> np.ndarray:
 
 
 def _expected(batch: ItemBatch, n: np.ndarray, names: list[str], rng: np.random.Generator, draws: int,
-              chunk: int, source: np.ndarray | None = None) -> dict[str, np.ndarray]:  # fmt: skip
-    """Per item, the mean metric over ``draws`` human distributions drawn from Multinomial(n, human) / n.
-
-    ``source`` (one index per item) says which draw an item is scored against: items with the same
-    source share their draws, so the multinomial is sampled once per source (its first item's ``n``
-    and ``human``), not once per item.
-    """
+              chunk: int) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per item, the mean metric over ``draws`` human distributions drawn from Multinomial(n, human) / n
+    (``CLOSENESS`` among ``names``: the model's JS distance to the draws)."""
     n_items, kmax = batch.human.shape
-    if source is None:
-        source = np.arange(n_items)
-    uniq, first, where = np.unique(source, return_index=True, return_inverse=True)
-    src_n, src_p = n[first], batch.human[first]
     total = {m: np.zeros(n_items) for m in names}
     counted = {m: np.zeros(n_items) for m in names}
     step = max(1, int(chunk))
     for start in range(0, draws, step):
         nb = min(step, draws - start)
-        counts = rng.multinomial(src_n, src_p, size=(nb, len(uniq)))  # (nb, sources, kmax)
-        human = (counts / src_n[None, :, None])[:, where, :].reshape(nb * n_items, kmax)
-        values = compute_metrics(batch.repeat(nb).with_human(human, normalised=True), names)
+        counts = rng.multinomial(n, batch.human, size=(nb, n_items))  # (nb, items, kmax)
+        human = (counts / n[None, :, None]).reshape(nb * n_items, kmax)
+        tiled = batch.repeat(nb).with_human(human, normalised=True)
+        values = compute_metrics(tiled, [m for m in names if m != CLOSENESS])
+        if CLOSENESS in names:
+            values[CLOSENESS] = js_distance(tiled.model, tiled.human)
         for m in names:
             v = values[m].reshape(nb, n_items)
             fin = np.isfinite(v)
@@ -87,19 +89,84 @@ def _expected(batch: ItemBatch, n: np.ndarray, names: list[str], rng: np.random.
         return {m: np.where(counted[m] > 0, total[m] / counted[m], np.nan) for m in names}
 
 
+def _crossing(e: np.ndarray, observed: float) -> tuple[int, float] | None:
+    """Where the piecewise-linear curve ``e`` (over the grid) first meets ``observed``, as (segment,
+    fraction); else the nearer grid end. None when any value is undefined."""
+    if not (np.isfinite(e).all() and np.isfinite(observed)):
+        return None
+    d = e - observed
+    for j in range(len(e) - 1):
+        if d[j] == 0 or d[j] * d[j + 1] < 0:
+            return j, (0.0 if d[j] == 0 else float(d[j] / (d[j] - d[j + 1])))
+    return (0, 0.0) if abs(d[0]) <= abs(d[-1]) else (len(e) - 2, 1.0)
+
+
+def _line(batch: ItemBatch, rows: np.ndarray, lam: np.ndarray | float) -> ItemBatch:
+    """The items at ``rows`` with their survey answers replaced by stand-ins on the line from the model's answer
+    (lam = 0) to the survey's (lam = 1): normalised with zero padding, as both ends are."""
+    model, survey = batch.model[rows], batch.human[rows]
+    lam = np.asarray(lam, dtype=float)
+    stand_in = model + (lam[:, None] if lam.ndim else lam) * (survey - model)
+    return ItemBatch(model, stand_in, batch.positions[rows], batch.k[rows], batch.ordinal[rows], batch.modes[rows],
+                     np.ones(len(rows), dtype=bool), batch.span[rows])  # fmt: skip
+
+
+def reference_closeness(batch: ItemBatch, rows: np.ndarray, n: np.ndarray, rng: np.random.Generator,
+                        draws: int, chunk: int) -> float | None:  # fmt: skip
+    """How close the model is to the reference's *true* answers: the mean JS distance, model to stand-in, of
+    the stand-in on the line model -> survey whose expected distance at the reference's own size (draws from
+    it) equals the distance measured. The measured distance alone is too large by the reference's sampling
+    noise. None when the reference has no sized item."""
+    if not len(rows):
+        return None
+    measured = float(np.mean(js_distance(batch.model[rows], batch.human[rows])))
+    per_point = max(4, int(draws) // len(GRID))
+    expected, own = np.zeros(len(GRID)), np.zeros(len(GRID))
+    for j, lam in enumerate(GRID):
+        sub = _line(batch, rows, float(lam))
+        expected[j] = float(np.mean(_expected(sub, n, [CLOSENESS], rng, per_point, chunk)[CLOSENESS]))
+        own[j] = float(np.mean(js_distance(sub.model, sub.human)))
+    at = _crossing(expected, measured)
+    if at is None:
+        return None
+    j, t = at
+    return (1 - t) * own[j] + t * own[j + 1]
+
+
+def _matching_lam(batch: ItemBatch, rows: np.ndarray, pos: np.ndarray, n_groups: int, target: float,
+                  steps: int = 30) -> np.ndarray:  # fmt: skip
+    """Per group, the lam in [0, 1] whose stand-ins are ``target`` away from the model (mean JS distance over
+    the group's items; it grows with lam, JS divergence being convex), 1 when even the survey is closer."""
+    lo, hi = np.zeros(n_groups), np.ones(n_groups)
+    at_one = _group_mean(js_distance(batch.model[rows], batch.human[rows]), np.ones(len(rows), bool), pos, n_groups)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        d = _group_mean(js_distance(*_pair(_line(batch, rows, mid[pos]))), np.ones(len(rows), bool), pos, n_groups)
+        below = d < target
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return np.where(np.nan_to_num(at_one, nan=np.inf) <= target, 1.0, (lo + hi) / 2)
+
+
+def _pair(sub: ItemBatch) -> tuple[np.ndarray, np.ndarray]:
+    return sub.model, sub.human
+
+
 def size_shift(
     batch: ItemBatch, sizes: np.ndarray, layout: agg.Layout, rows: Sequence[int], ref: int,
     names: Sequence[str], seed: int, draws: int = DRAWS, chunk: int = 50, ref_size: float | None = None,
 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """(len(rows),) per metric: the expected change in each group's figure from its sample size alone.
+    """(len(rows),) per metric: the expected change in each group's figure from its sample size alone, if the
+    model were as close to the group's true answers as it is to the reference's (the fairness null).
 
     ``rows`` are the attribute's layout groups and ``ref`` the reference's position
-    in ``rows`` (its shift is 0). ``sizes`` (n items,) from :func:`item_sizes`.
-    For every question of the group, the answers of the attribute's largest group on
-    it stand in for the population; the group's model answer is scored
-    against draws at the group's size and at the reference's (its own item's size,
-    else ``ref_size``), and the shift is the mean difference over the group's
-    questions, so it covers the same cells as the group's figure. NaN for a group
+    in ``rows`` (its shift is 0). ``sizes`` (n items,) from :func:`item_sizes`. How
+    close the model is to the reference's true answers is estimated first
+    (:func:`reference_closeness`). Each group's stand-in truth lies on the line from
+    its model answer to its survey answer, at that distance from the model; its model
+    answer is scored against draws from the stand-in at the group's size and at the
+    reference's (its own item's, else ``ref_size``), and the shift is the mean
+    difference over the group's questions. The stand-in's distance comes from the
+    reference alone, so a group's own sampling luck does not move it. NaN for a group
     whose sizes are unknown. Deterministic for a seed.
     """
     names = list(names)
@@ -112,14 +179,6 @@ def size_shift(
     pos_of_row[rows] = np.arange(len(rows))
     item_pos = pos_of_row[layout.row]
     in_rows = (item_pos >= 0) & batch.valid
-    # the population stand-in per question: the answers of the attribute's largest group on it (the best
-    # estimated; the reference unless the run named a smaller one); ties go to the first item
-    cand = np.flatnonzero(in_rows)
-    cols = layout.col[cand]
-    order = np.lexsort((cand, -np.where(np.isfinite(sizes[cand]), sizes[cand], 0.0), cols))
-    first = order[np.r_[True, np.diff(cols[order]) != 0]] if len(order) else order
-    best = np.full(len(layout.questions), -1)
-    best[cols[first]] = cand[first]
     # the reference's size on each question: its own item's, else its group's
     ref_row = rows[ref]
     fallback = float(ref_size) if ref_size is not None and np.isfinite(ref_size) and ref_size > 0 else np.nan
@@ -127,29 +186,34 @@ def size_shift(
     ref_items = np.flatnonzero(layout.row == ref_row)
     n_ref_col[layout.col[ref_items]] = np.where(np.isfinite(sizes[ref_items]), sizes[ref_items], fallback)
     n_ref_item = n_ref_col[layout.col]
-    use = in_rows & (item_pos != ref) & np.isfinite(sizes) & np.isfinite(n_ref_item) & (best[layout.col] >= 0)
+    use = in_rows & (item_pos != ref) & np.isfinite(sizes) & np.isfinite(n_ref_item)
     gi = np.flatnonzero(use)
     gi = gi[np.lexsort((gi, item_pos[gi]))]  # group by group, as the figures are laid out
-    if not len(gi):
+    ri = np.flatnonzero(in_rows & (item_pos == ref) & np.isfinite(n_ref_item))
+    if not len(gi) or not len(ri):
+        return out
+    rng = np.random.default_rng([int(seed), 2, ref_row])
+    n_own_ref = np.maximum(1.0, np.round(n_ref_item[ri])).astype(np.int64)
+    target = reference_closeness(batch, ri, n_own_ref, rng, draws, chunk)
+    if target is None:
         return out
     pos_arr = item_pos[gi]
-    n_ref_l = np.maximum(1.0, np.round(n_ref_item[gi]))
-    population = batch.human[best[layout.col[gi]]]
-    sub = ItemBatch(batch.model[gi], population, batch.positions[gi], batch.k[gi], batch.ordinal[gi],
-                    batch.modes[gi], np.ones(len(gi), dtype=bool), batch.span[gi])  # fmt: skip
-    rng = np.random.default_rng([int(seed), 2, ref_row])
+    lam = _matching_lam(batch, gi, pos_arr, len(rows), target)
+    sub = _line(batch, gi, lam[pos_arr])
     at_group = _expected(sub, sizes[gi].astype(np.int64), names, rng, draws, chunk)
-    # every group's model is scored against the same reference-size draws of a question (its population
-    # stand-in and the reference's size are the question's, not the group's): sampled once per question
-    at_ref = _expected(sub, np.array(n_ref_l, dtype=np.int64), names, rng, draws, chunk, source=layout.col[gi])
+    at_ref = _expected(sub, np.maximum(1.0, np.round(n_ref_item[gi])).astype(np.int64), names, rng, draws, chunk)
     known = np.bincount(pos_arr, minlength=len(rows)) > 0
     for m in names:
         d = at_group[m] - at_ref[m]
-        ok = np.isfinite(d)
-        sums = np.bincount(pos_arr[ok], weights=d[ok], minlength=len(rows))
-        counts = np.bincount(pos_arr[ok], minlength=len(rows))
+        mean = _group_mean(d, np.isfinite(d), pos_arr, len(rows))
         # a group with sized items but no defined value (e.g. NMAE on nominal questions) shifts by 0
-        vals = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
-        out[m] = np.where(known, vals, out[m])
+        out[m] = np.where(known, np.nan_to_num(mean, nan=0.0), out[m])
         out[m][ref] = 0.0
     return out
+
+
+def _group_mean(values: np.ndarray, ok: np.ndarray, pos: np.ndarray, n_groups: int) -> np.ndarray:
+    sums = np.bincount(pos[ok], weights=values[ok], minlength=n_groups)
+    counts = np.bincount(pos[ok], minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)

@@ -4,8 +4,11 @@ Seed 000/001 instantiates a country as three age cohorts (under 36, 36-55, over
 55) plus the all-ages aggregate, each described by ten value dimensions read
 from its members' weighted WVS answers. Here the target is any audited
 subgroup: its respondents are split by a second attribute (age cohorts by
-default) and the panel's last member is the whole target, spoken with the
-``persona`` method's exact text so a prior persona run's scores are reused.
+default) and the panel's last member is the whole target: by default
+(``whole="wvs"``, as the ``disca`` method) the paper's value-grounded all-ages
+member; ``whole="persona"`` speaks the ``persona`` method's exact text instead,
+so a prior persona run's scores are reused. A panel has at least two split cells
+or none (``size`` 1 or >= 3): fewer cells cannot disagree among themselves.
 Wording lives in ``texts/disca_persona.txt`` and ``texts/disca_dimensions.json``;
 docs/methods-disca.md explains the fallbacks for small cells.
 """
@@ -29,6 +32,17 @@ AGE_COHORTS: tuple[tuple[int | None, int | None], ...] = ((None, 35), (36, 55), 
 #: the split used instead when the requested one is one of the target's own attributes
 SPLIT_ORDER = ("age", "sex", "education", "religion", "ethnicity", "income", "marital", "settlement", "employment")
 WHOLE_MODES = ("persona", "wvs")
+DEFAULT_WHOLE = "wvs"  # the paper's all-ages member; DiscaMethod's whole_persona default
+ALL_AGES = "all ages"  # a merged cohort spanning every age
+
+
+def check_panel_size(size: int) -> None:
+    """Refuse sizes that cannot hold two split cells besides the whole target (1 = whole target alone)."""
+    if size < 1:
+        raise ConfigError(f"method param panel_size must be at least 1, got {size}")
+    if size == 2:
+        raise ConfigError("method param panel_size=2 leaves one split cell, but a panel needs two to disagree; "
+                          "use panel_size=1 (whole target only) or >= 3")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -211,19 +225,24 @@ class _Cell:
     span: tuple[int | None, int | None] | None = None  # age cohorts only
 
 
+def _span_label(lo: int | None, hi: int | None) -> str:
+    """A cohort's label ("under 36", "36 or over"); never empty, so notes always name the cell."""
+    return _age_phrase(lo, hi).replace(" aged ", "", 1) or ALL_AGES
+
+
 def _age_cells(frame: Any, rows: np.ndarray) -> list[_Cell]:
     age = respondent_ages(frame)[rows]
     cells = []
     for lo, hi in AGE_COHORTS:
         ok = ~np.isnan(age) & (age >= (lo if lo is not None else -np.inf)) & (age <= (hi if hi is not None else np.inf))
-        cells.append(_Cell(_age_phrase(lo, hi).replace(" aged ", "", 1), rows[ok], (lo, hi)))
+        cells.append(_Cell(_span_label(lo, hi), rows[ok], (lo, hi)))
     return cells
 
 
 def _merge(a: _Cell, b: _Cell) -> _Cell:
     first, second = (a, b) if (a.span[0] is None or (b.span[0] is not None and a.span[0] < b.span[0])) else (b, a)
     span = (first.span[0], second.span[1])
-    return _Cell(_age_phrase(*span).replace(" aged ", "", 1), np.sort(np.concatenate([a.rows, b.rows])), span)
+    return _Cell(_span_label(*span), np.sort(np.concatenate([a.rows, b.rows])), span)
 
 
 def _fit_ordinal(cells: list[_Cell], min_size: int, max_cells: int, notes: list[str]) -> list[_Cell]:
@@ -262,17 +281,17 @@ def _nominal_cells(survey: Any, rows: np.ndarray, split: str) -> list[_Cell]:
 
 
 def build_panel(survey: Any, group: Group, country: Country, size: int = 4, split: str = "age",
-                min_size: int = 30, whole: str = "persona") -> Panel:
+                min_size: int = 30, whole: str = DEFAULT_WHOLE) -> Panel:
     """Up to ``size - 1`` split cells of the target's respondents plus the whole target.
 
     Cells below ``min_size`` respondents: age cohorts are merged into their smaller
     neighbour, other cells are dropped; with fewer than two cells left the panel
     is the whole target alone. Every change is written to ``Panel.notes``.
+    ``size`` is 1 (whole target alone) or at least 3 (see :func:`check_panel_size`).
     """
     from cvaudit.personas.persona import persona_text
 
-    if size < 1:
-        raise ConfigError(f"method param panel_size must be at least 1, got {size}")
+    check_panel_size(size)
     if whole not in WHOLE_MODES:
         raise ConfigError(f"method param whole_persona must be one of {', '.join(WHOLE_MODES)}, got {whole!r}")
     frame, weights = survey.frame, np.asarray(survey.weights, dtype=np.float64)

@@ -5,6 +5,10 @@ a pair: one replicate draws question indices once and recomputes, from the store
 item metrics (items[].metrics), every group mean and disparity figure of *both*
 runs on that draw. The change's interval therefore reflects the shared question
 sample, as in the metrics engine (cvaudit.metrics.bootstrap.question_indices).
+
+A run whose method left training cells out (results.json ``excluded_cells``, e.g. a
+checkpoint's train groups x training questions) lacks items the other run has;
+those cells are dropped from both sides, so every figure pairs the same cells.
 """
 
 from __future__ import annotations
@@ -47,6 +51,25 @@ def _excluded(record: dict[str, Any]) -> set[str]:
     return {str(q) for q in (record.get("questions") or {}).get("excluded") or []}
 
 
+def _cells_excluded(record: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """(attribute, group, question) cells the run's method left out of its figures (results.json excluded_cells)."""
+    listed = (record.get("excluded_cells") or {}).get("cells") or []
+    return {(str(c["attribute"]), str(c["group"]), str(c["question"])) for c in listed}
+
+
+def left_out_cells(base: dict[str, Any], other: dict[str, Any], qids: Sequence[str]) -> set[tuple[str, str, str]]:
+    """Cells on the paired questions that one run has and the other left out (its ``excluded_cells``).
+
+    Both matrices drop them, so BASE and OTHER are averaged over the same cells: a
+    checkpoint run without its training cells against a base run with them would
+    otherwise compare different samples.
+    """
+    shared = set(qids)
+    cellb = {c for c in _key_sets(base)[2] if c[2] in shared}
+    cello = {c for c in _key_sets(other)[2] if c[2] in shared}
+    return (cellb - cello) | (cello - cellb)
+
+
 def common_questions(base: dict[str, Any], other: dict[str, Any]) -> list[str]:
     """The question ids both runs audited, in BASE's order, when the sets differ only by held-out questions.
 
@@ -87,21 +110,30 @@ def check_pair(base: dict[str, Any], other: dict[str, Any]) -> list[str]:
                                 "which its groups do not list; the file is damaged, re-run the audit")  # fmt: skip
     shared = set(qids)
     cellb, cello = {c for c in cellb if c[2] in shared}, {c for c in cello if c[2] in shared}
-    if cellb != cello:
-        a, g, q = sorted(cellb ^ cello)[0]
+    # a cell may be missing from one file only because that file's method left it out (excluded_cells)
+    unexplained = (cellb - cello - _cells_excluded(other)) | (cello - cellb - _cells_excluded(base))
+    if unexplained:
+        a, g, q = sorted(unexplained)[0]
         raise DataError(f"cannot compare: item {a}={g}, {q} is in one file only (different suppression or "
                         "survey file); run both on the same data")  # fmt: skip
+    if not cellb & cello:
+        raise DataError("cannot compare: the runs share no (group, question) cell (one run's method left out every "
+                        "cell the other audited); audit groups or questions that both runs keep")  # fmt: skip
     # same country, groups and questions but another survey file is allowed: compare() notes it
     return qids
 
 
-def _matrix(record: dict[str, Any], metric: str, groups: list[tuple[str, str]], qids: list[str]) -> np.ndarray:
+def _matrix(record: dict[str, Any], metric: str, groups: list[tuple[str, str]], qids: list[str],
+            skip: set[tuple[str, str, str]] | frozenset[tuple[str, str, str]] = frozenset()) -> np.ndarray:
+    """Groups x paired questions of one metric; ``skip``: cells the other run left out (:func:`left_out_cells`)."""
     gi = {g: i for i, g in enumerate(groups)}
     qi = {q: j for j, q in enumerate(qids)}
     mat = np.full((len(groups), len(qids)), np.nan)
     for it in record.get("items") or []:
         if str(it["question"]) not in qi:
             continue  # held out by the other run's method: not paired
+        if (str(it["attribute"]), str(it["group"]), str(it["question"])) in skip:
+            continue  # a cell the other run's method left out (its training cells): not paired
         v = (it.get("metrics") or {}).get(metric)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
             mat[gi[(str(it["attribute"]), str(it["group"]))], qi[str(it["question"])]] = float(v)
@@ -173,6 +205,7 @@ def compare(
     all_b, groups, _cells = _key_sets(rb)
     held_out = [q for q in all_b if q not in set(qids)] + [q for q in _key_sets(ro)[0] if q not in set(all_b)]
     metrics = [m for m in metric_names(rb) if m in metric_names(ro)]
+    skip = left_out_cells(rb, ro, qids)
     idx = question_indices(len(qids), n_boot, seed) if n_boot > 0 and qids else np.zeros((0, len(qids)), dtype=np.int64)
     w = replicate_counts(idx, len(qids)) if len(idx) else None
     w0 = point_weights(len(qids))
@@ -186,7 +219,7 @@ def compare(
     out_overall, out_groups, out_disp = [], [], []
     for m in metrics:
         higher = higher_is_better(m, rb)
-        mb, mo = _matrix(rb, m, groups, qids), _matrix(ro, m, groups, qids)
+        mb, mo = _matrix(rb, m, groups, qids, skip), _matrix(ro, m, groups, qids, skip)
         pb, po = sum_counts(mb, w0), sum_counts(mo, w0)
         rb_sc = None if w is None else sum_counts(mb, w)
         ro_sc = None if w is None else sum_counts(mo, w)
@@ -258,6 +291,8 @@ def compare(
         notes.append(f"paired on the {len(qids)} questions both runs audited; {len(held_out)} held out by a run's "
                      f"method ({', '.join(held_out)}) are left out of BASE and OTHER alike, so these figures "
                      "differ from the runs' own reports")  # fmt: skip
+    if skip:
+        notes.append(left_out_note(rb, ro, skip))
     if (rb.get("data") or {}).get("sha256") != (ro.get("data") or {}).get("sha256"):
         notes.append("the two runs used survey files with different hashes (same groups and questions)")
     resampled = [side for side, r in (("BASE", rb), ("OTHER", ro)) if (r.get("bootstrap") or {}).get("respondents")]
@@ -285,6 +320,19 @@ def compare(
         "widened": [d for d in out_disp if d["widened"]],
         "notes": notes,
     }
+
+
+def left_out_note(base: dict[str, Any], other: dict[str, Any], skip: set[tuple[str, str, str]]) -> str:
+    """Why the paired figures leave ``skip`` out: which run excluded them, and its recorded reason."""
+    why = []
+    for side, record in (("BASE", base), ("OTHER", other)):
+        own = _cells_excluded(record) & skip
+        if own:
+            reason = (record.get("excluded_cells") or {}).get("reason") or "left out by its method"
+            why.append(f"{len(own)} excluded by {side} ({reason})")
+    return (f"paired on the (group, question) cells both runs audited: {len(skip)} cell(s) in one run only are left "
+            f"out of BASE and OTHER alike ({'; '.join(why)}), so these figures differ from the runs' own "
+            "reports")  # fmt: skip
 
 
 COMPARE_OUTPUTS = ("compare.json", "compare.html", "compare.pdf")

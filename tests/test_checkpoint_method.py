@@ -131,9 +131,10 @@ def audited(tmp_path_factory, adapter, tiny_llama_dir):
     pytest.importorskip("cvaudit.audit.cli_run")
     out = tmp_path_factory.mktemp("audit")
     cache = out / "scores.sqlite"
+    # on_overlap=keep: the report's per-group figures are checked against every item, training cells included
     args = ["run", "--method", "checkpoint", "--checkpoint", str(adapter), "--attributes", "sex",
             "--intersections", HELDOUT, "--questions", "Q1,Q46", "--n-boot", "20", "--no-report",
-            "--cache", str(cache), "--quiet", "--out", str(out / "ckpt")]
+            "--method-param", "on_overlap=keep", "--cache", str(cache), "--quiet", "--out", str(out / "ckpt")]
     assert _run(args) == 0
     base = ["run", "--method", "persona", "--model", str(tiny_llama_dir), "--attributes", "sex",
             "--intersections", HELDOUT, "--questions", "Q1,Q46", "--n-boot", "20", "--no-report",
@@ -194,7 +195,8 @@ def test_explicit_model_beats_the_adapters_recorded_base(tmp_path, adapter, tiny
     from cvaudit.audit.models import ModelSpec, weights_fingerprint
 
     common = ["run", "--method", "checkpoint", "--checkpoint", str(adapter), "--attributes", "sex",
-              "--questions", "Q1", "--n-boot", "5", "--no-report", "--quiet", "--cache", str(tmp_path / "s.sqlite")]
+              "--questions", "Q1", "--n-boot", "5", "--no-report", "--quiet", "--cache", str(tmp_path / "s.sqlite"),
+              "--method-param", "on_overlap=keep"]  # sex x Q1 are all training cells
     assert _run([*common, "--model", str(other_base), "--out", str(tmp_path / "explicit")]) == 0
     assert _run([*common, "--out", str(tmp_path / "recorded")]) == 0
     explicit = json.loads((tmp_path / "explicit" / "results.json").read_text())
@@ -239,7 +241,7 @@ def test_allow_pickle_is_one_run_option_for_model_and_checkpoint(tmp_path, tiny_
               "--quiet"]
     runs = {"model": [*common, "--method", "none", "--model", str(pickled)],
             "adapter": [*common, "--method", "checkpoint", "--checkpoint", str(pickled_adapter),
-                        "--model", str(tiny_llama_dir)]}  # fmt: skip
+                        "--method-param", "on_overlap=keep", "--model", str(tiny_llama_dir)]}  # fmt: skip
     for name, args in runs.items():
         capsys.readouterr()
         assert _run([*args, "--out", str(tmp_path / f"{name}-refused")]) == 2
@@ -256,3 +258,138 @@ def test_allow_pickle_is_one_run_option_for_model_and_checkpoint(tmp_path, tiny_
     np.testing.assert_allclose([i["model_dist"] for i in st["items"]],
                                [i["model_dist"] for i in json.loads((tmp_path / "model" / "results.json")
                                                                      .read_text())["items"]], atol=1e-6)  # fmt: skip
+
+
+# ----------------------------------------------------------------- training cells (on_overlap)
+TRAINED_Q = "Q1"  # the trained adapter's only training question; Q46 is not one
+
+
+def _group(attribute: str, label: str):
+    from cvaudit.audit.types import Group
+
+    values = tuple(zip(attribute.split(":"), label.split(", ")))
+    return Group(attribute=attribute, label=label, values=values, n=100, n_eff=100.0)
+
+
+def _question(qid: str):
+    from cvaudit.audit.questions import select_questions
+
+    return select_questions(qid)[0]
+
+
+@pytest.fixture(scope="module")
+def trained_adapter(tmp_path_factory, adapter) -> Path:
+    """The adapter with a split record as `cvaudit finetune` writes it: country, question ids, train groups."""
+    out = shutil.copytree(adapter, tmp_path_factory.mktemp("trained") / "adapter")
+    record = json.loads((out / SPLIT_FILE).read_text())
+    record["country"] = {"alpha2": "SG", "alpha3": "SGP", "numeric": 702, "name": "Singapore"}
+    record["questions"] = {"set": TRAINED_Q, "ids": [TRAINED_Q]}
+    (out / SPLIT_FILE).write_text(json.dumps(record))
+    return out
+
+
+def _cells(adapter_dir: Path, **params):
+    from cvaudit.audit.countries import resolve_country
+
+    groups = [_group("sex", "Male"), _group("sex", "Female"), _group(HELDOUT, "25-34, Buddhist")]
+    questions = [_question("Q1"), _question("Q46")]
+    return method(checkpoint=str(adapter_dir), **params).training_cells(groups, questions, resolve_country("SG"))
+
+
+def test_training_cells_are_train_groups_x_trained_questions(trained_adapter):
+    held = _cells(trained_adapter)
+    assert held.cells == {("sex=Male", "Q1"), ("sex=Female", "Q1")}  # not Q46, not the held-out combination
+    assert "2 of the audited (group, question) cells are training examples" in held.notes[0]
+    assert "2 groups it was trained on x 1 of its training questions" in held.notes[0]
+    assert "on_overlap=keep" in held.advice and "age:religion" in held.advice
+    kept = _cells(trained_adapter, on_overlap="keep")
+    assert not kept.cells and "kept" in kept.notes[0] and "in-sample" in kept.notes[0]
+    with pytest.raises(ConfigError, match="2 of the audited .* on_overlap=exclude"):
+        _cells(trained_adapter, on_overlap="error")
+    with pytest.raises(ConfigError, match="on_overlap must be one of exclude, keep, error"):
+        method(checkpoint=str(trained_adapter), on_overlap="sometimes")
+    assert method(checkpoint=str(trained_adapter)).params()["on_overlap"] == "exclude"
+
+
+def test_no_split_record_or_another_country_leaves_nothing_out(tmp_path, trained_adapter, adapter):
+    bare = shutil.copytree(trained_adapter, tmp_path / "bare")
+    (bare / SPLIT_FILE).unlink()
+    held = _cells(bare)
+    assert not held.cells and "cannot tell which (group, question) cells it was trained on" in held.notes[0]
+    elsewhere = shutil.copytree(trained_adapter, tmp_path / "elsewhere")
+    record = json.loads((elsewhere / SPLIT_FILE).read_text())
+    record["country"] = {"alpha2": "DE"}
+    (elsewhere / SPLIT_FILE).write_text(json.dumps(record))
+    held = _cells(elsewhere)
+    assert not held.cells and "trained on DE respondents" in held.notes[0]
+    # the hand-made record lists no questions: both audited questions count as trained on
+    held = _cells(adapter)
+    assert len(held.cells) == 4 and any("lists no training questions" in n for n in held.notes)
+
+
+@pytest.fixture(scope="module")
+def excluding(tmp_path_factory, trained_adapter, audited):
+    """A default (on_overlap=exclude) run of the trained adapter on the same cells as ``audited``'s base run."""
+    out = tmp_path_factory.mktemp("excluding")
+    args = ["run", "--method", "checkpoint", "--checkpoint", str(trained_adapter), "--attributes", "sex",
+            "--intersections", HELDOUT, "--questions", "Q1,Q46", "--n-boot", "20", "--no-report",
+            "--no-cache", "--quiet", "--out", str(out)]
+    assert _run(args) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def test_exclude_leaves_the_training_cells_out_of_every_figure(excluding, audited):
+    _, base = audited
+    cells = {(i["attribute"], i["group"], i["question"]) for i in excluding["items"]}
+    trained = {("sex", g, TRAINED_Q) for g in ("Male", "Female")}
+    assert cells == {(i["attribute"], i["group"], i["question"]) for i in base["items"]} - trained
+    listed = {(c["attribute"], c["group"], c["question"]) for c in excluding["excluded_cells"]["cells"]}
+    assert listed == trained and "training examples" in excluding["excluded_cells"]["reason"]
+    assert any("left out of every figure" in n for n in excluding["metric_notes"])
+    assert excluding["method"]["params"]["on_overlap"] == "exclude"
+    # sex's figures are over Q46 only
+    male = next(g for g in excluding["groups"] if g["group"] == "Male")
+    item = next(i for i in excluding["items"] if i["group"] == "Male")
+    assert male["metrics"]["accuracy"]["value"] == pytest.approx(item["metrics"]["accuracy"])
+    # method_report still scores the training cells, by role
+    roles = {r["group"]: r["role"] for r in excluding["method_report"]["Checkpoint: groups by fine-tune split role"]}
+    assert roles["Male"] == "train" and roles["Female"] == "train"
+    assert "excluded_cells" not in audited[0] and "excluded_cells" not in base  # keep and persona: absent
+    assert any("kept (on_overlap=keep)" in n for n in audited[0]["metric_notes"])
+
+
+def test_compare_pairs_on_the_cells_both_runs_audited(excluding, audited):
+    from cvaudit.reports import compare_results
+
+    _, base = audited
+    res = compare_results(base, excluding, n_boot=20)
+    assert any("2 cell(s) in one run only" in n and "excluded by OTHER" in n for n in res["notes"])
+    shared = {(i["attribute"], i["group"], i["question"]) for i in excluding["items"]}
+    kept = [i for i in base["items"] if (i["attribute"], i["group"], i["question"]) in shared]
+    for entry in res["groups"]:
+        if entry["metric"] != "accuracy":
+            continue
+        want = np.mean([i["metrics"]["accuracy"] for i in kept if i["group"] == entry["group"]])
+        assert entry["base"]["value"] == pytest.approx(want)
+    # the same as comparing BASE trimmed by hand to the shared cells
+    trimmed = {**base, "items": kept, "excluded_cells": excluding["excluded_cells"]}
+    by_hand = compare_results(trimmed, excluding, n_boot=20)
+    for kind in ("overall", "groups", "disparity"):
+        assert [e["change"] for e in res[kind]] == [e["change"] for e in by_hand[kind]]
+
+
+def test_all_training_cells_fail_before_the_model_loads(tmp_path, trained_adapter, monkeypatch, capsys):
+    import cvaudit.audit.models as models
+
+    def no_load(*_a, **_k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(models, "load_model", no_load)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    code = _run(["run", "--method", "checkpoint", "--checkpoint", str(trained_adapter), "--attributes", "sex",
+                 "--questions", TRAINED_Q, "--no-report", "--no-cache", "--quiet", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "every audited cell is a training example" in err and "--intersections age:religion" in err
+    assert len(err.strip().splitlines()) == 1 and not (out / "results.json").exists()

@@ -327,3 +327,56 @@ def test_comparing_results_with_themselves_is_noted(tmp_path, base, capsys):
         assert "BASE and OTHER are the same results" in (tmp_path / "c" / "compare.html").read_text()
     res = compare_results(base, shifted(base, "Male", "similarity", lambda q: 0.01), n_boot=20)
     assert res["same_results"] is False and not any("same results" in n for n in res["notes"])
+
+
+def _drop_cells(record: dict, cells: set[tuple[str, str, str]], listed: bool = True) -> dict:
+    """``record`` without ``cells``; with ``listed`` its excluded_cells names them (a method's training cells)."""
+    out = copy.deepcopy(record)
+    out["items"] = [i for i in out["items"] if (i["attribute"], i["group"], i["question"]) not in cells]
+    if listed:
+        out["excluded_cells"] = {"reason": "training examples of the checkpoint",
+                                 "cells": [{"attribute": a, "group": g, "question": q} for a, g, q in sorted(cells)]}
+    return out
+
+
+def test_cells_one_run_excluded_are_left_out_of_both_sides(base):
+    sex = sorted({(i["attribute"], i["group"]) for i in base["items"] if i["attribute"] == "sex"})
+    qids = base["questions"]["ids"]
+    cells = {(a, g, q) for a, g in sex for q in qids[:3]}
+    other = _drop_cells(shifted(base, "Male", "accuracy", lambda q: 0.05), cells)
+    res = compare_results(base, other, n_boot=50)
+    note = next(n for n in res["notes"] if "in one run only" in n)
+    assert f"{len(cells)} cell(s)" in note and "excluded by OTHER (training examples of the checkpoint)" in note
+    # BASE's figures are its means over the shared cells only
+    kept = [i for i in base["items"] if (i["attribute"], i["group"], i["question"]) not in cells]
+    male = next(e for e in res["groups"] if e["group"] == "Male" and e["metric"] == "accuracy")
+    want = np.mean([i["metrics"]["accuracy"] for i in kept if i["group"] == "Male"])
+    assert male["base"]["value"] == pytest.approx(want)
+    assert male["change"]["value"] == pytest.approx(0.05)
+    overall = next(e for e in res["overall"] if e["metric"] == "accuracy")
+    vals = [i["metrics"]["accuracy"] for i in kept if i["metrics"]["accuracy"] is not None]
+    assert overall["base"]["value"] == pytest.approx(np.mean(vals))
+    # identical to a compare whose BASE was trimmed to the same cells by hand, intervals included
+    by_hand = compare_results(_drop_cells(base, cells), other, n_boot=50)
+    for kind in ("overall", "groups", "disparity"):
+        assert [(e["base"], e["change"]) for e in res[kind]] == [(e["base"], e["change"]) for e in by_hand[kind]]
+    # either side may be the excluding one
+    flipped = compare_results(other, base, n_boot=50)
+    assert any("excluded by BASE" in n for n in flipped["notes"])
+
+
+def test_cells_missing_without_excluded_cells_are_still_refused(base):
+    cell = next((i["attribute"], i["group"], i["question"]) for i in base["items"])
+    with pytest.raises(DataError, match="is in one file only"):
+        compare_results(base, _drop_cells(base, {cell}, listed=False), n_boot=20)
+    # listing a cell does not excuse a different one
+    other = _drop_cells(base, {cell})
+    stray = next((i["attribute"], i["group"], i["question"]) for i in other["items"])
+    other["items"] = [i for i in other["items"] if (i["attribute"], i["group"], i["question"]) != stray]
+    with pytest.raises(DataError, match="is in one file only"):
+        compare_results(base, other, n_boot=20)
+    # each run left out what the other kept: no cell to pair on
+    sex = {(i["attribute"], i["group"], i["question"]) for i in base["items"] if i["attribute"] == "sex"}
+    rest = {(i["attribute"], i["group"], i["question"]) for i in base["items"]} - sex
+    with pytest.raises(DataError, match="share no"):
+        compare_results(_drop_cells(base, sex), _drop_cells(base, rest), n_boot=20)

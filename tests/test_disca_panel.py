@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from cvaudit.audit.errors import ConfigError
+from cvaudit.audit.methods.base import get_method_class
 from cvaudit.audit.types import Country, Group
 from cvaudit.personas.panel import build_panel, dimensions, quartile, respondent_ages, value_profile
 from cvaudit.personas.persona import persona_text
@@ -101,8 +102,10 @@ def test_age_cohorts_grounded_in_their_own_members():
     assert panel.members[0].text.startswith("You are a person from Singapore aged under 36. ")
     assert "you are deeply religious." in panel.members[0].text
     assert "highly secular" in panel.members[2].text and " aged over 55." in panel.members[2].text
-    # the whole target speaks with the persona method's exact text (score-cache reuse)
-    assert panel.members[-1].text == persona_text(target, SG)
+    # by default the whole target is the paper's value-grounded all-ages member, as DiscaMethod's default
+    assert panel.members[-1].text.startswith("You are a person from Singapore. Your worldview is shaped")
+    # whole="persona": the persona method's exact text (score-cache reuse)
+    assert build_panel(s, target, SG, whole="persona").members[-1].text == persona_text(target, SG)
     # a dimension without columns gets no sentence
     assert "trust" not in panel.members[0].text and "neighbours" not in panel.members[0].text
 
@@ -152,8 +155,6 @@ def test_nominal_split_drops_small_cells_and_keeps_the_largest():
     assert [m.label for m in panel.members] == ["No religion", "Muslim", "All respondents"]
     assert any("Buddhist" in note and "dropped" in note for note in panel.notes)
     assert "You are Muslim." in panel.members[1].text
-    small = build_panel(s, target, SG, split="religion", size=2, min_size=5)
-    assert small.split is None  # one cell left: whole target only
     three = build_panel(s, target, SG, split="religion", size=3, min_size=5)
     assert [m.label for m in three.members] == ["No religion", "Muslim", "All respondents"]
     assert any("left out" in note for note in three.notes)
@@ -177,3 +178,31 @@ def test_whole_member_with_values_text():
     text = panel.members[-1].text
     assert text.startswith("You are a woman from Singapore. Your worldview is shaped")
     assert text != persona_text(target, SG)
+
+
+def test_panel_size_two_is_refused_not_silently_whole_only():
+    """panel_size=2 could hold one split cell only, which the two-cell rule always discarded."""
+    frame = _age_frame(40, 40, 40)
+    target = group("sex", "Male", range(120), (("sex", "Male"),))
+    with pytest.raises(ConfigError, match="panel_size=2 leaves one split cell"):
+        build_panel(survey(frame), target, SG, size=2)
+    with pytest.raises(ConfigError, match="panel_size=2 leaves one split cell"):
+        get_method_class("disca")(panel_size=2)
+    assert get_method_class("disca")(panel_size="3").params()["panel_size"] == 3
+
+
+def test_merge_notes_never_name_an_empty_cohort():
+    """Merging every cohort into one gives the cell a real label ('all ages'), not ''."""
+    panel = build_panel(survey(_age_frame(20, 20, 20)), group("sex", "Male", range(60), (("sex", "Male"),)), SG,
+                        min_size=30)  # fmt: skip
+    assert panel.split is None and len(panel.notes) == 3
+    assert not any("''" in n for n in panel.notes)
+    assert "into 'all ages'" in panel.notes[1]
+
+
+def test_whole_default_matches_the_disca_method():
+    import inspect
+
+    lib = inspect.signature(build_panel).parameters["whole"].default
+    method = inspect.signature(get_method_class("disca")).parameters["whole_persona"].default
+    assert lib == method == "wvs"

@@ -202,3 +202,30 @@ def test_prefix_reuse_uses_the_models_cache_argument(tiny):
     assert cache_kwarg(Old()) == "past_key_values"
     assert cache_kwarg(Wrapper(Old())) == "past_key_values"
     assert cache_kwarg(Wrapper(tiny.model)) == e._cache_kw
+
+
+def test_prefix_reuse_with_persona_in_the_user_turn(tiny_llama_dir, tmp_path):
+    """A template without a system role: the persona preamble is still a shared prefix, scores equal one by one."""
+    import shutil
+
+    from cvaudit.audit.prompts import render_prompt
+    from test_prompts import GEMMA2_STYLE
+
+    d = shutil.copytree(tiny_llama_dir, tmp_path / "gemma-style")
+    lm0 = load_model(ModelSpec(id=str(d)))
+    lm0.tokenizer.chat_template = GEMMA2_STYLE
+    lm0.tokenizer.save_pretrained(d)
+    lm = load_model(ModelSpec(id=str(d)))
+    assert lm.info["persona_role"] == "user-preamble" and lm0.info["persona_role"] == "system"
+    specs = _audit_specs()
+    got = Engine(lm, batch_size=64, progress=False, prefix_reuse=True, pass_tokens=0).distributions(specs)
+    for s, d_got in zip(specs, got):
+        fwd, rev = (render_prompt(lm.tokenizer, PromptSpec(s.question, s.system, r)) for r in (False, True))
+        assert s.system is None or fwd.text.split("<start_of_turn>user\n", 1)[1].startswith(s.system + "\n\n")
+        (a,), (b,) = (plain(lm.model, [r.input_ids], [r.option_token_ids]) for r in (fwd, rev))
+        lp = 0.5 * (fwd.to_canonical(a) + rev.to_canonical(b))
+        np.testing.assert_allclose(d_got, np.exp(lp) / np.exp(lp).sum(), atol=1e-4)
+    rendered = render_prompts(lm.tokenizer, specs)
+    for g in {s.system for s in specs} - {None}:
+        heads = {r.input_ids[: r.persona_len] for s, r in zip(specs, rendered) if s.system == g}
+        assert len(heads) == 1 and g in lm.tokenizer.decode(next(iter(heads)))

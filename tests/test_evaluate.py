@@ -167,3 +167,10 @@ def test_few_replicates_are_noted():
     few = evaluate(items, groups, MetricsConfig(n_boot=20))
     assert any("only 20 bootstrap replicates" in n for n in few["metric_notes"])
     assert not any("bootstrap replicates" in n for n in evaluate(items, groups, MetricsConfig(n_boot=200))["metric_notes"])
+
+
+def test_negative_model_share_is_a_data_error_not_a_null():
+    items, groups = make_items(n_q=3)
+    items.at[4, "model_dist"] = [-0.1, 1.1] + [0.0] * (len(items.at[4, "model_dist"]) - 2)
+    with pytest.raises(DataError, match="model_dist of item row 4 has a negative or non-finite share"):
+        evaluate(items, groups, MetricsConfig(n_boot=10))

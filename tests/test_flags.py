@@ -108,3 +108,23 @@ def test_holm_floor_is_noted_when_no_group_can_be_flagged():
     enough = evaluate(items, groups, MetricsConfig(n_boot=1160, seed=1))
     assert not any("no group can be flagged" in n for n in enough["metric_notes"])
     assert {g["flags"]["accuracy"]["status"] for g in enough["groups"]} == {"reference", "disfavoured"}
+
+
+@pytest.mark.parametrize("m, alpha", [(7, 0.07), (29, 0.05), (1, 0.05), (3, 0.01), (10, 0.1), (99, 0.05),
+                                      (6, 0.03), (14, 0.07), (0, 0.05), (2, 1.0), (1, 1.5)])  # fmt: skip
+def test_replicates_to_flag_is_the_smallest_that_works(m, alpha):
+    """floor(2m / alpha) is one short for (7, 0.07): holm_floor(7, 199) == 0.07 exactly, not below it."""
+    from cvaudit.metrics.flags import holm_floor, replicates_to_flag
+
+    b = replicates_to_flag(m, alpha)
+    assert holm_floor(m, b) < alpha
+    assert b == 0 or holm_floor(m, b - 1) >= alpha
+    if (m, alpha) == (7, 0.07):
+        assert b == 200
+
+
+def test_replicates_to_flag_refuses_a_non_positive_alpha():
+    from cvaudit.metrics.flags import replicates_to_flag
+
+    with pytest.raises(ValueError, match="alpha must be a positive finite number"):
+        replicates_to_flag(3, 0.0)

@@ -129,3 +129,25 @@ def test_registry_directions_and_a_new_metric_is_one_function():
     finally:
         unregister_metric("top_prob_test")
     assert "top_prob_test" not in metric_specs()
+
+
+@pytest.mark.parametrize("model, human, what", [
+    ([[0.5, 0.5], [-0.1, 1.1]], [[0.5, 0.5]] * 2, "model_dist of item row 1"),
+    ([[0.5, 0.5]], [[float("nan"), 1.0]], "human_dist of item row 0"),
+    ([[float("inf"), 0.0]], [[0.5, 0.5]], "model_dist of item row 0"),
+    (['[0.2, -0.8]'], ['[0.5, 0.5]'], "model_dist of item row 0"),  # items.csv keeps lists as JSON strings
+])  # fmt: skip
+def test_negative_or_non_finite_shares_are_refused(model, human, what):
+    """[-0.1, 1.1] used to score -inf similarity, written to results.json as a silent null."""
+    from cvaudit.audit.errors import DataError
+
+    with pytest.raises(DataError, match=what) as info:
+        batch_from_lists(model, human)
+    assert "\n" not in str(info.value) and "finite and >= 0" in str(info.value)
+
+
+def test_unnormalised_non_negative_shares_are_still_normalised():
+    b = batch_from_lists([[2.0, 6.0], [0.0, 0.0]], [[30, 10], [1, 1]])
+    np.testing.assert_allclose(b.model[0], [0.25, 0.75])
+    np.testing.assert_allclose(b.human[0], [0.75, 0.25])
+    assert b.valid.tolist() == [True, False]  # an all-zero distribution stays an invalid item, not an error

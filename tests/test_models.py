@@ -38,7 +38,7 @@ def test_load_local_dir(tiny_llama_dir, tmp_path):
         n_params = sum(fh.get_tensor(k).numel() for k in fh.keys())
     assert lm.info == {
         "id": str(d), "revision": None, "fingerprint": lm.fingerprint, "dtype": "float32",
-        "n_parameters": n_params, "embedded": False, "device": "cpu",
+        "n_parameters": n_params, "embedded": False, "device": "cpu", "persona_role": "system",
     }  # fmt: skip
 
 

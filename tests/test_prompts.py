@@ -146,3 +146,66 @@ def test_templates_that_change_the_content_are_rendered_in_full(tok, content, mo
     specs = _audit_specs()[:30]
     got = render_prompts(tok, specs)
     assert [(r.text, r.input_ids) for r in got] == _one_by_one(tok, specs)
+
+
+GEMMA2_STYLE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+
+def _fresh_tok(smollm2_dir, template=None):
+    from transformers import AutoTokenizer
+
+    t = AutoTokenizer.from_pretrained(smollm2_dir)
+    if template is not None:
+        t.chat_template = template
+    return t
+
+
+def test_template_without_system_role_gets_persona_preamble(smollm2_dir):
+    """Gemma-2 style templates raise on a system message: the persona opens the user turn instead."""
+    from cvaudit.audit.prompts import persona_role
+
+    gemma = _fresh_tok(smollm2_dir, GEMMA2_STYLE)
+    persona = "You are a 30 year old woman living in Singapore."
+    specs = [PromptSpec(q, persona, r) for q in (_q(4), _q(3, "Q2", "Is work important?")) for r in (False, True)]
+    rendered = render_prompts(gemma, specs)  # raised TemplateError before the fix
+    assert persona_role(gemma) == "user-preamble"
+    for s, r in zip(specs, rendered):
+        assert r.text.count(persona) == 1 and "system" not in r.text
+        user_turn = r.text.split("<start_of_turn>user\n", 1)[1]
+        assert user_turn.startswith(f"{persona}\n\n{s.question.text}\n\n")
+        assert list(r.input_ids) == gemma(r.text, add_special_tokens=False)["input_ids"]
+    # the shared persona prefix is a true token prefix of every prompt of the group and holds the persona
+    head = rendered[0].input_ids[: rendered[0].persona_len]
+    assert all(r.input_ids[: r.persona_len] == head for r in rendered)
+    assert persona in gemma.decode(head) and 0 < rendered[0].persona_len < rendered[0].prefix_len
+    # without a persona there is nothing to move
+    assert render_prompt(gemma, PromptSpec(_q(4))).text.split("<start_of_turn>user\n", 1)[1].startswith("How important")
+
+
+def test_template_with_system_role_keeps_it(smollm2_dir):
+    from cvaudit.audit.prompts import persona_role
+
+    tok = _fresh_tok(smollm2_dir)
+    r = render_prompt(tok, PromptSpec(_q(4), system="You are a farmer."))
+    assert persona_role(tok) == "system"
+    assert r.text.startswith("<|im_start|>system\nYou are a farmer.<|im_end|>\n<|im_start|>user\nHow important")
+    tok.chat_template = GEMMA2_STYLE  # the answer is cached per template, not per tokenizer only
+    assert persona_role(tok) == "user-preamble"
+    tok.chat_template = None
+    assert persona_role(tok) == "plain-preamble"
+
+
+def test_persona_role_probed_once(smollm2_dir, monkeypatch):
+    from cvaudit.audit.prompts import persona_role
+
+    gemma = _fresh_tok(smollm2_dir, GEMMA2_STYLE)
+    calls = []
+    original = gemma.apply_chat_template
+    monkeypatch.setattr(gemma, "apply_chat_template", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    assert [persona_role(gemma) for _ in range(3)] == ["user-preamble"] * 3
+    assert len(calls) == 1

@@ -265,6 +265,44 @@ def test_method_filter_questions_drops_calibration_questions(tmp_path, tiny_llam
     assert {it["question"] for it in r["items"]} == {"Q1", "Q3"}
 
 
+def test_method_training_cells_are_left_out_of_every_figure(tmp_path, tiny_llama_dir, monkeypatch):
+    """Method.training_cells: the cells leave items, groups and tables, and results.json lists them."""
+    from cvaudit.audit.errors import ConfigError
+    from cvaudit.audit.methods import base
+    from cvaudit.audit.methods.none import NoneMethod
+    from cvaudit.audit.run import run_audit
+
+    class Trained(NoneMethod):
+        name = "trained"
+        everything = False
+
+        def training_cells(self, groups, questions, country):
+            picked = groups if self.everything else [g for g in groups if g.label == "Male"]
+            cells = frozenset((g.id, q.id) for g in picked for q in questions if self.everything or q.id == "Q1")
+            return base.HeldOutCells(cells=cells, notes=("trained on Male x Q1",), reason="fitted on them",
+                                     advice="nothing left: audit other groups")  # fmt: skip
+
+    monkeypatch.setitem(base._REGISTRY, "trained", Trained)
+    cfg = config(tmp_path, tiny_llama_dir, method="trained", questions="Q1,Q2", limit=None, n_boot=10)
+    r = json.loads(run_audit(cfg).read_text())
+    cells = {(i["attribute"], i["group"], i["question"]) for i in r["items"]}
+    assert ("sex", "Male", "Q1") not in cells and ("sex", "Male", "Q2") in cells and ("sex", "Female", "Q1") in cells
+    assert r["excluded_cells"] == {"reason": "fitted on them",
+                                   "cells": [{"attribute": "sex", "group": "Male", "question": "Q1"}]}
+    assert "trained on Male x Q1" in r["metric_notes"]
+    male = next(g for g in r["groups"] if g["group"] == "Male")
+    q2 = next(i for i in r["items"] if i["group"] == "Male")
+    assert male["metrics"]["accuracy"]["value"] == pytest.approx(q2["metrics"]["accuracy"])
+    table = pd.read_csv(tmp_path / "out" / "items.csv")
+    assert len(table) == len(r["items"])
+    monkeypatch.setattr(Trained, "everything", True)
+    cfg = config(tmp_path, tiny_llama_dir, method="trained", questions="Q1,Q2", limit=None, n_boot=10,
+                 out=str(tmp_path / "all"))
+    with pytest.raises(ConfigError, match="nothing left: audit other groups"):
+        run_audit(cfg)
+    assert not (tmp_path / "all" / "results.json").exists()
+
+
 def test_real_steering_filter_excludes_vector_calibration(tmp_path):
     """The steering method's own filter: questions in a vectors file's calibration split are dropped, not an error."""
     from cvaudit.audit.methods.base import get_method_class

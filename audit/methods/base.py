@@ -49,6 +49,21 @@ class Scorer(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class HeldOutCells:
+    """(group, question) cells a method was fitted on, left out of every figure of the run.
+
+    Question-level hold-outs (:meth:`Method.filter_questions`) cannot express a test on
+    unseen group *combinations* over the same questions (seed 003): there a held-out
+    group's cell on a trained question is a test cell, a trained group's is not.
+    """
+
+    cells: frozenset[tuple[str, str]] = frozenset()  # (group.id, question.id)
+    notes: tuple[str, ...] = ()  # plain-language lines for the log and results.json metric_notes
+    reason: str = ""  # one line recorded as results.json excluded_cells.reason
+    advice: str = ""  # what to audit instead when no cell would be left
+
+
 @dataclass
 class MethodContext:
     scorer: Scorer
@@ -97,6 +112,15 @@ class Method:
     def filter_questions(self, questions: Sequence[Question]) -> tuple[list[Question], list[str]]:
         """(kept questions, notes): a method may refuse questions it was fitted on (steering calibration)."""
         return list(questions), []
+
+    def training_cells(self, groups: Sequence[Group], questions: Sequence[Question], country: Any) -> HeldOutCells:
+        """Cells of the audited ``groups`` x ``questions`` this method was trained on (default: none).
+
+        Asked after the groups are built and before the model loads, so a run with
+        nothing left to test fails at once. Predictions are still made for these cells
+        (a method report may use them); only the run's figures leave them out.
+        """
+        return HeldOutCells()
 
     def predict(self, ctx: MethodContext) -> dict[tuple[str, str], ItemPrediction]:
         """Return ``{(group.id, question.id): ItemPrediction}`` for every group and question."""

@@ -11,6 +11,12 @@ weights, so no second model is loaded. When the adapter carries the split that
 ``cvaudit finetune`` recorded, ``method_report`` then holds seed 003's two findings:
 the accuracy change on held-out (unseen) groups, and the change in NMAE normalised
 range and coefficient of variation across groups.
+
+Training cells (``on_overlap``): ``cvaudit finetune`` trains on the modal answers of
+the split's *train* groups to its questions. Those (group, question) cells are
+in-sample for the checkpoint, so by default they are left out of every figure of
+the run (:meth:`CheckpointMethod.training_cells`); ``method_report`` still scores
+them, by role. Held-out groups' cells on the trained questions are the test.
 """
 
 from __future__ import annotations
@@ -23,10 +29,14 @@ import click
 
 from ..errors import ConfigError
 from ..types import ItemPrediction
-from .base import Method, MethodContext, PromptSpec, register_method
+from .base import HeldOutCells, Method, MethodContext, PromptSpec, register_method
 from .params import as_bool
 
-PARAMS = ("checkpoint", "base", "allow_pickle", "compare_base", "template")
+PARAMS = ("checkpoint", "base", "allow_pickle", "compare_base", "template", "on_overlap")
+OVERLAP = ("exclude", "keep", "error")
+#: what to audit instead of the training cells
+HELDOUT_ADVICE = ("audit the held-out combinations (--intersections age:religion,age:ethnicity,ethnicity:religion) "
+                  "or questions it was not trained on")  # fmt: skip
 
 @register_method("checkpoint")
 class CheckpointMethod(Method):
@@ -39,11 +49,15 @@ class CheckpointMethod(Method):
     )  # pickle weights: the run-wide --allow-pickle reaches this method as its allow_pickle parameter
 
     def __init__(self, checkpoint: str | None = None, base: str | None = None, allow_pickle: Any = None,
-                 compare_base: Any = None, template: str | None = None, **params: Any) -> None:
+                 compare_base: Any = None, template: str | None = None, on_overlap: str = "exclude",
+                 **params: Any) -> None:
         from ..adapters import check_adapter_dir, check_model_dir, checkpoint_kind, read_split
 
         if params:
             raise ConfigError(f"unknown checkpoint parameter(s) {', '.join(sorted(params))}; valid: {', '.join(PARAMS)}")
+        if on_overlap not in OVERLAP:
+            raise ConfigError(f"method param on_overlap must be one of {', '.join(OVERLAP)}, got {on_overlap!r}")
+        self.on_overlap = on_overlap
         if not checkpoint:
             raise ConfigError("method checkpoint needs the checkpoint directory: --checkpoint PATH "
                               "(or --method-param checkpoint=PATH)")
@@ -106,6 +120,7 @@ class CheckpointMethod(Method):
             "fingerprint": self.checkpoint_fingerprint(),
             "allow_pickle": self.allow_pickle,
             "compare_base": self.compare_base,
+            "on_overlap": self.on_overlap,
         }
         if self.kind == "adapter":
             out["base"] = self.base_id()
@@ -138,6 +153,61 @@ class CheckpointMethod(Method):
     def model_modifier(self) -> str | None:
         # a full model has its own weight fingerprint; an adapter is tagged on top of its base's
         return f"adapter:{self.checkpoint_fingerprint()[:16]}" if self.kind == "adapter" else None
+
+    # ------------------------------------------------------------- training cells
+    def training_cells(self, groups: Any, questions: Any, country: Any) -> HeldOutCells:
+        """The train-role groups x the trained questions among those audited (see the module docstring).
+
+        Without a split record nothing is left out (the note says why): cvaudit cannot
+        tell what an arbitrary checkpoint saw. A record written for another country
+        describes other respondents, so its groups are not this audit's training cells.
+        """
+        from ..adapters import SPLIT_FILE
+
+        if self.split is None:
+            return HeldOutCells(notes=(f"checkpoint {self.path.name} has no {SPLIT_FILE}: cvaudit cannot tell which "
+                                       "(group, question) cells it was trained on, so none is left out; audited "
+                                       "cells may be its training examples",))  # fmt: skip
+        trained_in = recorded_country(self.split)
+        if trained_in is not None and trained_in not in {country.alpha2, country.alpha3}:
+            return HeldOutCells(notes=(f"checkpoint {self.path.name} was trained on {trained_in} respondents "
+                                       f"({SPLIT_FILE}), this audit is of {country.alpha2}: no audited cell is "
+                                       "one of its training examples",))  # fmt: skip
+        qids, q_note = trained_questions(self.split, questions)
+        train = [g for g in groups if self._role(g) == "train"]
+        cells = frozenset((g.id, q) for g in train for q in qids)
+        return self._overlap(cells, len(train), len(qids), q_note)
+
+    def _role(self, group: Any) -> str:
+        from ..splits import role_of
+
+        return role_of(group, self.split.get("split") or {}) if self.split else "unseen"
+
+    def _overlap(self, cells: frozenset[tuple[str, str]], n_groups: int, n_questions: int,
+                 q_note: str | None) -> HeldOutCells:
+        """Apply ``on_overlap`` to the training cells found (exclude, keep or error)."""
+        from ..adapters import SPLIT_FILE
+
+        extra = (q_note,) if q_note else ()
+        if not cells:
+            return HeldOutCells(notes=(f"no audited (group, question) cell is a training example of the checkpoint "
+                                       f"({SPLIT_FILE})", *extra))  # fmt: skip
+        what = (f"{len(cells)} of the audited (group, question) cells are training examples of the checkpoint "
+                f"({n_groups} groups it was trained on x {n_questions} of its training questions, {SPLIT_FILE})")
+        if self.on_overlap == "error":
+            raise ConfigError(f"{what} (on_overlap=error); {HELDOUT_ADVICE}, or set --method-param "
+                              "on_overlap=exclude to leave them out or on_overlap=keep to keep them")  # fmt: skip
+        if self.on_overlap == "keep":
+            return HeldOutCells(notes=(f"{what}: kept (on_overlap=keep), so the figures include in-sample "
+                                       "training examples", *extra))  # fmt: skip
+        return HeldOutCells(
+            cells=cells,
+            notes=(f"{what}: left out of every figure; method_report still scores them by role; "
+                   "--method-param on_overlap=keep keeps them", *extra),
+            reason=f"training examples of the checkpoint ({SPLIT_FILE}: train groups x training questions)",
+            advice=(f"every audited cell is a training example of the checkpoint: {HELDOUT_ADVICE}, "
+                    "or set --method-param on_overlap=keep"),
+        )  # fmt: skip
 
     # ------------------------------------------------------------- scoring
     def predict(self, ctx: MethodContext) -> dict[tuple[str, str], ItemPrediction]:
@@ -184,6 +254,28 @@ class CheckpointMethod(Method):
             return {}
         return findings_tables(ctx.groups, ctx.questions, truth, dict(zip(keys, dists)),
                                None if base_dists is None else dict(zip(keys, base_dists)), self.split)
+
+
+def recorded_country(record: dict[str, Any]) -> str | None:
+    """The country a split record was trained on (alpha-2 as `cvaudit finetune` writes it), or None."""
+    c = record.get("country")
+    if isinstance(c, dict):
+        c = c.get("alpha2") or c.get("alpha3")
+    return str(c).upper() if c else None
+
+
+def trained_questions(record: dict[str, Any], questions: Any) -> tuple[list[str], str | None]:
+    """(audited question ids the checkpoint was trained on, note or None).
+
+    A record that lists no questions cannot rule any out: every audited question then
+    counts as trained on (the safe side), and the note says so.
+    """
+    listed = (record.get("questions") or {}).get("ids")
+    audited = [q.id for q in questions]
+    if listed is None:
+        return audited, "the split record lists no training questions: every audited question counts as trained on"
+    known = {str(q) for q in listed}
+    return [q for q in audited if q in known], None
 
 
 # ----------------------------------------------------------------- findings

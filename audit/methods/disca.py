@@ -84,6 +84,8 @@ class DiscaMethod(Method):
         on_overlap: str = "exclude",
         **unknown: Any,
     ) -> None:
+        from cvaudit.personas.panel import check_panel_size
+
         if unknown:
             raise ConfigError(f"unknown disca parameter(s) {', '.join(sorted(unknown))}; valid: {', '.join(PARAMS)}")
         ints = {n: as_number(v, n, int) for n, v in
@@ -92,6 +94,7 @@ class DiscaMethod(Method):
             alpha, beta, kappa, lam, eta, temperature, output_temperature, sigma_floor, ess_min, agreement_scale))}  # fmt: skip
         if ints["panel_size"] < 1 or ints["samples"] < 2 or ints["panel_min_size"] < 1:
             raise ConfigError("method params panel_size and panel_min_size must be >= 1 and samples >= 2")
+        check_panel_size(ints["panel_size"])  # the panel's own rule, refused before any scoring
         if ints["samples"] > MAX_SAMPLES or ints["panel_size"] > MAX_PANEL:
             raise ConfigError(f"method params samples must be <= {MAX_SAMPLES} (the paper uses 64) and panel_size "
                               f"<= {MAX_PANEL}; each item draws samples x panel_size numbers")  # fmt: skip
