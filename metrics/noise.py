@@ -141,14 +141,11 @@ def _matching_lam(batch: ItemBatch, rows: np.ndarray, pos: np.ndarray, n_groups:
     at_one = _group_mean(js_distance(batch.model[rows], batch.human[rows]), np.ones(len(rows), bool), pos, n_groups)
     for _ in range(steps):
         mid = (lo + hi) / 2
-        d = _group_mean(js_distance(*_pair(_line(batch, rows, mid[pos]))), np.ones(len(rows), bool), pos, n_groups)
+        sub = _line(batch, rows, mid[pos])
+        d = _group_mean(js_distance(sub.model, sub.human), np.ones(len(rows), bool), pos, n_groups)
         below = d < target
         lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
     return np.where(np.nan_to_num(at_one, nan=np.inf) <= target, 1.0, (lo + hi) / 2)
-
-
-def _pair(sub: ItemBatch) -> tuple[np.ndarray, np.ndarray]:
-    return sub.model, sub.human
 
 
 def size_shift(

@@ -46,6 +46,20 @@ def shifts(items, groups, draws=200, seed=0):
     return size_shift(batch, item_sizes(items, groups), layout, rows, 0, METRICS, seed, draws)
 
 
+def predicted_and_made(surveys) -> tuple[np.ndarray, np.ndarray]:
+    """Over (items, groups) surveys of a "big" and a "small" group: the mean predicted shift of the small group
+    and the mean gap (small - big) its sample size made, per metric."""
+    gaps, predicted = [], []
+    for seed, (items, groups) in enumerate(surveys):
+        im = pd.DataFrame(compute_metrics(batch_from_items(items), METRICS))
+        im["group"] = items["group"].to_numpy()
+        means = im.groupby("group")[METRICS].mean()
+        gaps.append((means.loc["small"] - means.loc["big"]).to_numpy())
+        s = shifts(items, groups, draws=160, seed=seed)
+        predicted.append([s[m][1] for m in METRICS])
+    return np.mean(predicted, axis=0), np.mean(gaps, axis=0)
+
+
 def test_shift_grows_as_the_group_shrinks_and_is_zero_for_the_reference():
     items, groups = survey({"big": 3000, "mid": 300, "small": 30, "tiny": 12}, n_q=60, seed=1)
     s = shifts(items, groups)
@@ -59,16 +73,8 @@ def test_shift_grows_as_the_group_shrinks_and_is_zero_for_the_reference():
 
 def test_shift_predicts_what_resampling_the_population_does():
     """Over many surveys from known populations, the mean shift at n=30 equals the mean gap sample size made."""
-    gaps, predicted = [], []
-    for seed in range(40):
-        items, groups = survey({"big": 4000, "small": 30}, n_q=40, seed=100 + seed)
-        im = pd.DataFrame(compute_metrics(batch_from_items(items), METRICS))
-        im["group"] = items["group"].to_numpy()
-        means = im.groupby("group")[METRICS].mean()
-        gaps.append((means.loc["small"] - means.loc["big"]).to_numpy())
-        s = shifts(items, groups, draws=160, seed=seed)
-        predicted.append([s[m][1] for m in METRICS])
-    pred, gap = np.mean(predicted, axis=0), np.mean(gaps, axis=0)
+    pred, gap = predicted_and_made(
+        [survey({"big": 4000, "small": 30}, n_q=40, seed=100 + seed) for seed in range(40)])
     close = [METRICS.index(m) for m in ("nmae", "representativeness", "similarity")]
     np.testing.assert_allclose(pred[close], gap[close], atol=0.01)
     # the modal answer's shift errs on the safe side (it can only remove flags): a little more than sample size made
@@ -102,16 +108,8 @@ def opinions(sizes: dict[str, int], n_q: int, seed: int, concentration: float = 
 def test_shift_holds_when_groups_differ_and_the_model_follows_each():
     """A model equal to every group's own true answers: the small group's whole gap is sample size, although
     it does not answer like the reference (the stand-in must not be the reference's answers)."""
-    gaps, predicted = [], []
-    for seed in range(12):
-        items, groups = opinions({"big": 2000, "small": 30}, n_q=60, seed=300 + seed)
-        im = pd.DataFrame(compute_metrics(batch_from_items(items), METRICS))
-        im["group"] = items["group"].to_numpy()
-        means = im.groupby("group")[METRICS].mean()
-        gaps.append((means.loc["small"] - means.loc["big"]).to_numpy())
-        s = shifts(items, groups, draws=160, seed=seed)
-        predicted.append([s[m][1] for m in METRICS])
-    pred, gap = np.mean(predicted, axis=0), np.mean(gaps, axis=0)
+    pred, gap = predicted_and_made(
+        [opinions({"big": 2000, "small": 30}, n_q=60, seed=300 + seed) for seed in range(12)])
     sim = METRICS.index("similarity")
     assert gap[sim] < -0.08
     dist = [METRICS.index(m) for m in ("representativeness", "similarity")]
