@@ -311,16 +311,17 @@ def _audit(config: RunConfig, say: Log, clock: Clock, method: Method, country: C
 
         loaded = load_model(spec)
         engine = make_engine(config, loaded, cache)
-    if main:
-        # from here on OUT describes this run: a previous complete audit there stays intact through every
-        # error above (bad survey, reference, cache or model), and is marked superseded only now
-        res.write_pending(out, config)
     mcfg = metrics_config(config)
     ctx = MethodContext(
         scorer=engine, groups=list(groupset.groups), questions=list(questions), country=country,
         survey=survey, seed=config.seed,
         extra={"ground_truth": truth, "config": config, "metrics_config": mcfg},
     )  # fmt: skip
+    method.check(ctx)  # what only the loaded model can judge (steering layers, vectors), still before OUT changes
+    if main:
+        # from here on OUT describes this run: a previous complete audit there stays intact through every
+        # error above (bad survey, reference, cache, model or method input), and is marked superseded only now
+        res.write_pending(out, config)
     with clock("score"):
         predictions = method.predict(ctx)
     stats = getattr(engine, "stats", None) or {}

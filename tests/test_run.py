@@ -353,6 +353,46 @@ def test_rerun_refused_on_bad_input_keeps_the_finished_audit(tmp_path, tiny_llam
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before, bad
 
 
+def test_steering_mistakes_found_after_the_model_loads_keep_the_finished_audit(tmp_path, tiny_llama_dir):
+    """Layer and vector mistakes only the loaded model can judge are refused before OUT is marked superseded."""
+    import torch
+    from cvaudit.audit.errors import ConfigError
+    from cvaudit.audit.questions import load_bank
+    from cvaudit.audit.run import run_audit
+    from cvaudit.audit.steering import fit_steering, save_vectors
+    from cvaudit.audit.types import Group
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    n_layers = model.config.num_hidden_layers
+    martians = [Group(attribute="planet", label="Mars", values=(("planet", "Mars"),), n=50, n_eff=50.0)]
+    vectors = {}
+    for name, fp in (("other-model", "not-this-model"), ("other-groups", None)):
+        sv = fit_steering(model, tok, kind="subgroup", bank=load_bank(),
+                          layers=[0], groups=martians, persona=lambda g: "You live on Mars.", fraction=0.3,
+                          holdout=("Q1",), max_calibration=1, model_meta={"fingerprint": fp})  # fmt: skip
+        vectors[name], _ = save_vectors(sv, tmp_path / f"{name}.safetensors")
+
+    out = tmp_path / "out"
+    run_audit(config(tmp_path, tiny_llama_dir, limit=1, formats=("html",)))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    steer = dict(method="steering", questions="Q1", limit=None, formats=("html",))
+    cases = {
+        "fit layer out of range": ((("layers", str(n_layers + 5)),), "out of range"),
+        "steer layer not fitted": ((("layers", "0"), ("layer", "1")), "not among the layers fitted on the fly"),
+        "vectors of another model": ((("vectors", str(vectors["other-model"])),), "fitted on model fingerprint"),
+        "vectors of other groups": ((("vectors", str(vectors["other-groups"])), ("force", "true")), "no vector for"),
+        "vectors layer not fitted": ((("vectors", str(vectors["other-groups"])), ("force", "true"), ("layer", "1")),
+                                     "fitted at layers"),
+    }  # fmt: skip
+    for case, (params, message) in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            run_audit(config(tmp_path, tiny_llama_dir, method_params=params, **steer))
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before, case
+
+
 def test_failed_rerun_leaves_no_stale_tables_or_report(tmp_path, tiny_llama_dir, monkeypatch):
     """A re-run that fails once scoring has begun leaves only its pending record, no old items or report."""
     from cvaudit.audit.engine import Engine

@@ -122,6 +122,14 @@ class Method:
         """
         return HeldOutCells()
 
+    def check(self, ctx: MethodContext) -> None:
+        """Refuse input that only the loaded model can judge (layers, vector shapes, fingerprints).
+
+        Called once the model is loaded and before OUT is marked superseded, so a
+        mistake found here leaves an earlier finished audit in OUT intact. Must be
+        cheap: no scoring. The default accepts everything.
+        """
+
     def predict(self, ctx: MethodContext) -> dict[tuple[str, str], ItemPrediction]:
         """Return ``{(group.id, question.id): ItemPrediction}`` for every group and question."""
         raise NotImplementedError

@@ -130,6 +130,7 @@ class SteeringMethod(Method):
         super().__init__(**recorded)
         self.resolved: dict[str, Any] = {}
         self.report: dict[str, Any] = {}
+        self._checked: Any = None  # the vectors file as loaded by check()
 
     # ----------------------------------------------------------------- contract
     def params(self) -> dict[str, Any]:
@@ -180,13 +181,57 @@ class SteeringMethod(Method):
     def method_report(self, ctx: MethodContext | None = None) -> dict[str, Any]:
         return self.report
 
+    # ------------------------------------------------------------------ check
+    def check(self, ctx: MethodContext) -> None:
+        """Everything about layers and vectors that the loaded model can refuse, before OUT changes.
+
+        A vectors file is loaded here (fingerprint, groups, layers, hidden size); an
+        on-the-fly fit has its layers and persona texts checked, without fitting.
+        """
+        from ..steering import check_layers, default_layer
+
+        model = ctx.scorer.model
+        if self.layer is not None:
+            self.layer = check_layers(model, self.layer)
+        if self.vectors_path is None:
+            fit = check_layers(model, self.fit_layers if self.fit_layers else [default_layer(model)])
+            unfitted = [layer for layer in self.layer or () if layer not in fit]
+            if unfitted:
+                raise ConfigError(
+                    f"--steer-layer {','.join(map(str, unfitted))} is not among the layers fitted on the fly "
+                    f"({','.join(map(str, fit))}); set --method-param layers to include it"
+                )
+            if self.kind == "subgroup":
+                persona = _persona_fn(ctx.country)
+                mute = [g.id for g in ctx.groups if not persona(g)]
+                if mute:
+                    raise ConfigError(f"group(s) {', '.join(mute)} have no persona text, so no steering direction; "
+                                      "drop them with --attributes")  # fmt: skip
+            return
+        sv = self._vectors(ctx)
+        layers = self.layer if self.layer is not None else check_layers(model, list(sv.layers))
+        unfitted = [layer for layer in layers if layer not in sv.layers]
+        if unfitted:
+            raise ConfigError(f"the vectors were fitted at layers {list(sv.layers)}, not {unfitted}; "
+                              "pick one of those with --steer-layer or re-fit with --layers")  # fmt: skip
+        names = self._names(sv, ctx.groups)
+        hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+        for name in sorted(set(names.values())):
+            for layer, vec in sv.additions(name, layers).items():
+                if hidden is not None and vec.numel() != hidden:
+                    raise ConfigError(
+                        f"steering vector {name!r} at layer {layer} has {vec.numel()} values but the model's hidden "
+                        f"size is {hidden}; fit the vectors on this model"
+                    )
+        self._checked = sv
+
     # ------------------------------------------------------------------ predict
     def predict(self, ctx: MethodContext) -> dict[tuple[str, str], ItemPrediction]:
         import numpy as np
 
         from ..steering import vectors_digest
 
-        sv = self._vectors(ctx)
+        sv = self._checked if self._checked is not None else self._vectors(ctx)
         overlap = [q.id for q in ctx.questions if q.id in set(sv.calibration)]
         if overlap:
             # run_audit should have dropped them through filter_questions(); too late to drop cells now
