@@ -176,8 +176,12 @@ def evaluate(
         reps = _replicate_sumcounts(batch, layout, specs, weights, blocks)
     else:
         reps = {n: agg.sum_counts(m, weights) for n, m in matrices.items()}
-    if n_q == 1:
-        notes.append("only one question: the question bootstrap cannot vary, so intervals have zero width")
+    # one question and no resampled respondents: every replicate equals the point, so a paired test would
+    # call any nonzero gap certain; no p-values and no flags then
+    testable = n_boot > 0 and (n_q > 1 or use_resp)
+    if n_q == 1 and not use_resp:
+        notes.append("only one question: the question bootstrap cannot vary, so intervals have zero width and no "
+                     "group is tested or flagged; audit more questions or add --respondent-bootstrap")  # fmt: skip
     if 0 < n_boot < MIN_RELIABLE_BOOT:
         notes.append(f"only {n_boot} bootstrap replicates: the {config.level:.0%} intervals are rough and may not even "
                      f"contain the point value; use --n-boot 1000 for figures you report")  # fmt: skip
@@ -219,7 +223,7 @@ def evaluate(
         ref_out[attr] = labels[ref_local]
         if len(rows) < 2:
             notes.append(f"attribute {attr!r} has a single group: no disparity figures")
-        elif n_boot and (floor := holm_floor(len(rows) - 1, n_boot)) >= config.alpha:
+        elif testable and (floor := holm_floor(len(rows) - 1, n_boot)) >= config.alpha:
             notes.append(
                 f"attribute {attr!r}: {len(rows) - 1} groups are tested against the reference, so with {n_boot} "
                 f"replicates the smallest Holm-adjusted p-value is {floor:.3f} >= alpha "
@@ -275,9 +279,9 @@ def evaluate(
             removed = np.clip(np.nan_to_num(shift), np.minimum(gap, 0.0), np.maximum(gap, 0.0))
             ci_rows = (gci[n][0][rows], gci[n][1][rows])
             args = (ref_local, spec.higher_is_better, config.tau, config.alpha)
-            raw = flag_attribute(pts, rmeans[n][:, rows] if n_boot else None, ci_rows if n_boot else None, *args)
-            net = flag_attribute(pts - removed, rmeans[n][:, rows] - removed if n_boot else None,
-                                 (ci_rows[0] - removed, ci_rows[1] - removed) if n_boot else None,
+            raw = flag_attribute(pts, rmeans[n][:, rows] if testable else None, ci_rows if testable else None, *args)
+            net = flag_attribute(pts - removed, rmeans[n][:, rows] - removed if testable else None,
+                                 (ci_rows[0] - removed, ci_rows[1] - removed) if testable else None,
                                  *args) if correct else raw  # fmt: skip
             for i, r, t, sh, rm in zip(rows, raw, net, shift, removed):
                 # by construction the correction can only remove a flag or raise a p-value (with resampled

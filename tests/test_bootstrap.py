@@ -164,3 +164,18 @@ def test_item_respondent_replicates_from_a_survey():
     two = pd.DataFrame({"attribute": ["sex"] * 2, "group": ["A"] * 2, "question": ["Q1", "Q2"]})
     r1, r2 = item_respondent_replicates(two, survey, [ga], [q, q2], n_boot=50, seed=0)
     np.testing.assert_allclose(r1[:, 0], r2[:, 0])  # same respondents, same code-1 share
+
+
+def test_one_question_is_tested_when_respondents_are_resampled():
+    """With one question only the respondent bootstrap varies the replicates, so only it yields p-values."""
+    items, groups = _items(n_q=1)
+    rng = np.random.default_rng(6)
+    reps = [respondent_replicates(rng.choice(3, size=40, p=h).astype(float), None, 3, 100, rng)
+            for h in items["human_dist"]]  # fmt: skip
+    resampled = evaluate(items, groups, MetricsConfig(n_boot=100, respondents=True, reference=(("sex", "A"),)),
+                         human_replicates=reps)  # fmt: skip
+    plain = evaluate(items, groups, MetricsConfig(n_boot=100, reference=(("sex", "A"),)))
+    b = {r: next(g for g in res["groups"] if g["group"] == "B") for r, res in (("resampled", resampled), ("plain", plain))}
+    assert 0 < b["resampled"]["flags"]["similarity"]["p_value"] <= 1
+    assert b["plain"]["flags"]["similarity"]["p_value"] is None
+    assert not any("no group is tested" in n for n in resampled["metric_notes"])

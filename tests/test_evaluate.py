@@ -130,6 +130,28 @@ def test_one_question_single_group_and_missing_group():
     assert res0["bootstrap"]["replicates"] == 0
 
 
+def test_one_question_gets_no_p_values_or_flags():
+    """One question, no resampled respondents: replicates equal the point, so nothing is tested or flagged."""
+    def audit(n_q):
+        items, groups = make_items(n_q=n_q, groups={"religion": ["A", "B", "C"]})
+        # A and B: the model gives the survey's answers; C: it sits on the option C's survey holds least
+        items["model_dist"] = [list(h) if g != "C" else list(np.eye(len(h))[int(np.argmin(h))] * 0.97 + 0.01)
+                               for g, h in zip(items["group"], items["human_dist"])]  # fmt: skip
+        return evaluate(items, groups, MetricsConfig(n_boot=200, noise_correction=False, reference=(("religion", "A"),)))
+
+    one = audit(1)
+    c = next(g for g in one["groups"] if g["group"] == "C")
+    assert c["metrics"]["similarity"]["value"] < 0.5  # a large gap that a paired test would call certain
+    for g in one["groups"]:
+        for flag in g["flags"].values():
+            assert flag["status"] in ("neutral", "reference", "undefined") and flag["p_value"] is None and flag["p_holm"] is None
+    assert any("no group is tested or flagged" in n for n in one["metric_notes"])
+    three = audit(3)  # the same gap over three questions is tested and flagged
+    c3 = next(g for g in three["groups"] if g["group"] == "C")
+    assert c3["flags"]["similarity"]["p_value"] is not None and c3["flags"]["similarity"]["status"] == "disfavoured"
+    assert not any("no group is tested" in n for n in three["metric_notes"])
+
+
 def test_bad_inputs_raise_data_errors():
     items, groups = make_items(n_q=2)
     with pytest.raises(DataError, match="model_dist"):
