@@ -236,6 +236,12 @@ def gate(
             targets = [c.attribute]
         for attr in targets:
             out.append(_evaluate(pol, c, attr, record, attrs.get(attr, []), name))
+    checked = [r for r in out if r.check not in ("require_complete", "require_non_synthetic")]
+    if checked and all(r.status == "skip" for r in checked):
+        # `undefined: skip` lets a null figure pass one check; a gate that verified nothing is not a pass
+        out.append(CheckResult("nothing_checked", "fail", f"every one of the {len(checked)} figure check(s) was "
+                               "skipped (figures undefined): the results verify nothing against this policy",
+                               check="nothing_checked"))  # fmt: skip
     return GateResult(pol.name, tuple(out), name, policy_digest(pol), pol.require_non_synthetic)
 
 

@@ -167,8 +167,10 @@ def test_undefined_figure_fails_unless_skip(record):
         if d["metric"] == "nmae":
             d["gap"] = {"value": None, "ci": None}
     assert not gate(rec, {"rules": [{"metric": "nmae", "max_gap": 1.0}]}).passed
-    res = gate(rec, {"undefined": "skip", "rules": [{"metric": "nmae", "max_gap": 1.0}]})
-    assert res.passed and {c.status for c in res.checks} == {"pass", "skip"}
+    res = gate(rec, {"undefined": "skip", "rules": [{"metric": "nmae", "max_gap": 1.0},
+                                                    {"metric": "accuracy", "max_gap": 1.0}]})  # fmt: skip
+    assert res.passed and {c.status for c in res.checks if c.metric == "nmae"} == {"skip"}
+    assert {c.status for c in res.checks if c.metric == "accuracy"} == {"pass"}
 
 
 def test_parse_policy_direct():
@@ -232,7 +234,27 @@ def test_undefined_groups_and_empty_attribute_sets_are_not_passes(record):
     star = {"rules": [{"metric": "accuracy", "attribute": "*", "min_group_value": 0.0}]}
     res = gate(empty, star)
     assert not res.passed and any("no groups it applies to" in c.message for c in res.checks)
-    assert gate(empty, {**star, "undefined": "skip"}).passed
+    skipped = gate(empty, {**star, "undefined": "skip"})  # every check skipped: nothing verified, not a pass
+    assert not skipped.passed and [c.name for c in skipped.breaches] == ["nothing_checked"]
+    assert {c.status for c in skipped.checks} == {"pass", "skip", "fail"}  # require_complete passes
+
+
+def test_a_gate_whose_every_figure_check_is_skipped_fails(record):
+    """`undefined: skip` skips a null figure; when it skips them all, the gate verified nothing and fails."""
+    rec = json.loads(json.dumps(record))
+    for d in rec["disparity"]:
+        d["gap"] = {"value": None, "ci": None}
+    rules = {"undefined": "skip", "rules": [{"metric": "nmae", "max_gap": 1.0}, {"metric": "accuracy", "max_gap": 1.0}]}
+    res = gate(rec, rules)
+    assert not res.passed and res.exit_code == 1
+    (breach,) = res.breaches
+    assert breach.name == "nothing_checked" and "every one of the" in breach.message
+    assert all(c.status == "skip" for c in res.checks if c.metric)
+    one_left = json.loads(json.dumps(record))  # one figure defined: that check verifies something, so PASS
+    for d in one_left["disparity"]:
+        if d["metric"] == "nmae":
+            d["gap"] = {"value": None, "ci": None}
+    assert gate(one_left, rules).passed
 
 
 # ------------------------------------------------------------------ policies that check nothing
@@ -312,7 +334,8 @@ def test_a_null_figure_is_still_undefined_not_damaged(tmp_path, record, capsys):
     _entry(rec)["gap"] = {"value": None, "ci": None}
     path = tmp_path / "results.json"
     path.write_text(json.dumps(rec))
-    pol = write(tmp_path, "undefined: skip\nrules:\n  - {metric: accuracy, attribute: sex, max_gap: 0.9}\n")
+    pol = write(tmp_path, "undefined: skip\nrules:\n  - {metric: accuracy, attribute: sex, max_gap: 0.9}\n"
+                          "  - {metric: similarity, attribute: sex, max_gap: 1.0}\n")  # one figure is still checked
     assert run_cli(["gate", str(path), "--policy", str(pol)]) == 0
     assert "SKIP" in capsys.readouterr().out
 
@@ -410,7 +433,8 @@ def test_the_model_must_beat_a_baseline(record):
     del rec["baselines"]
     old = gate(rec, policy)
     assert not old.passed and "this results file has none" in old.breaches[0].message
-    assert gate(rec, dict(policy, undefined="skip")).passed
+    skipped = gate(rec, dict(policy, undefined="skip"))  # every check skipped: verified nothing, not a pass
+    assert [c.name for c in skipped.breaches] == ["nothing_checked"]
     # damaged, not undefined
     bad = copy.deepcopy(record)
     bad["baselines"]["uniform"]["model_minus_baseline"]["similarity"]["value"] = "0.9"
