@@ -104,6 +104,24 @@ def _check_entries(record: dict[str, Any], name: str) -> None:
     _check_items(record, damaged)
 
 
+# the built-in metrics all lie in [0, 1]; a plug-in metric's range is its own, so only these are range-checked
+UNIT_METRICS = frozenset({"accuracy", "nmae", "representativeness", "similarity"})
+# disparity figures of a metric in [0, 1] (cv = std / mean is unbounded above)
+UNIT_FIGURE_RANGE = {"gap": (0.0, 1.0), "ratio": (0.0, 1.0), "normalised_range": (0.0, 1.0), "cv": (0.0, math.inf),
+                     "max_abs_to_overall": (0.0, 1.0), "overall": (0.0, 1.0)}  # fmt: skip
+SLACK = 1e-9  # floating-point rounding at the ends of a range
+
+
+def _in_range(fig: dict[str, Any], where: str, bounds: tuple[float, float], damaged: Any) -> None:
+    """A figure of a bounded metric outside its range was edited or corrupted, not measured."""
+    lo, hi = bounds
+    ci = fig.get("ci")
+    for x in (fig.get("value"), *(ci if isinstance(ci, list) else ())):
+        v = finite_number(x)
+        if v is not None and not lo - SLACK <= v <= hi + SLACK:
+            raise damaged(where, f"is {v!r}, outside [{lo:g}, {hi:g}] where this figure lies")
+
+
 def _not_number(x: Any) -> bool:
     """True for what is neither a JSON number nor null (a string, a bool, a list...): damage, not "undefined"."""
     return x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)))
@@ -134,6 +152,8 @@ def _check_figures(record: dict[str, Any], damaged: Any) -> None:
         if m not in record["overall"]:
             raise damaged("overall", f"has no {m} (the groups have it)")
         _check_figure(record["overall"][m], f"overall.{m}", damaged)
+        if m in UNIT_METRICS:
+            _in_range(record["overall"][m], f"overall.{m}", (0.0, 1.0), damaged)
     attributes: dict[str, None] = {}
     for i, g in enumerate(record["groups"]):
         attributes[str(g["attribute"])] = None
@@ -141,6 +161,8 @@ def _check_figures(record: dict[str, Any], damaged: Any) -> None:
             if m not in g["metrics"]:
                 raise damaged(f"groups[{i}].metrics", f"has no {m} ({g['attribute']}={g['group']})")
             _check_figure(g["metrics"][m], f"groups[{i}].metrics.{m}", damaged)
+            if m in UNIT_METRICS:
+                _in_range(g["metrics"][m], f"groups[{i}].metrics.{m}", (0.0, 1.0), damaged)
     seen: dict[tuple[str, str], int] = {}
     for i, d in enumerate(record["disparity"]):
         key = (str(d["attribute"]), str(d["metric"]))
@@ -152,6 +174,8 @@ def _check_figures(record: dict[str, Any], damaged: Any) -> None:
                 if not isinstance(d[f], dict):
                     raise damaged(f"disparity[{i}].{f}", "must be a {value, ci} figure")
                 _check_figure(d[f], f"disparity[{i}].{f}", damaged)
+                if key[1] in UNIT_METRICS:
+                    _in_range(d[f], f"disparity[{i}].{f}", UNIT_FIGURE_RANGE[f], damaged)
             elif f != "overall":
                 raise damaged(f"disparity[{i}]", f"has no {f} ({key[1]} across {key[0]})")
     for a in attributes:
@@ -171,6 +195,9 @@ def _check_figures(record: dict[str, Any], damaged: Any) -> None:
                     if not isinstance(figs.get(m), dict):
                         raise damaged(f"baselines.{key}.{part}", f"has no {m} figure")
                     _check_figure(figs[m], f"baselines.{key}.{part}.{m}", damaged)
+                    if m in UNIT_METRICS:
+                        bounds = (0.0, 1.0) if part == "overall" else (-1.0, 1.0)
+                        _in_range(figs[m], f"baselines.{key}.{part}.{m}", bounds, damaged)
 
 
 def _check_items(record: dict[str, Any], damaged: Any) -> None:
@@ -194,6 +221,39 @@ def _check_items(record: dict[str, Any], damaged: Any) -> None:
             v = values[m]
             if v is not None and finite_number(v) is None:
                 raise damaged(f"items[{i}].metrics.{m}", f"{label} is {v!r}, not a finite number or null")
+            if v is not None and m in UNIT_METRICS and not -SLACK <= v <= 1 + SLACK:
+                raise damaged(f"items[{i}].metrics.{m}", f"{label} is {v!r}, outside [0, 1] where {m} lies")
+    _check_grid(record, damaged)
+
+
+def _check_grid(record: dict[str, Any], damaged: Any) -> None:
+    """Each group's figure is the mean of its items' values: items dropped or edited after the run show here.
+
+    Compare and the exports read the items; the report and gate read the group figures.
+    A file whose two disagree would give different answers depending on who reads it.
+    """
+    known = {(str(g["attribute"]), str(g["group"])) for g in record["groups"]}
+    sums: dict[tuple[str, str, str], list[float]] = {}
+    for i, it in enumerate(record["items"]):
+        if (str(it["attribute"]), str(it["group"])) not in known:
+            raise damaged(f"items[{i}]", f"is for group {it['attribute']}={it['group']}, which its groups do not list")
+        for m, v in it["metrics"].items():
+            if v is not None:
+                sums.setdefault((str(it["attribute"]), str(it["group"]), m), []).append(float(v))
+    for i, g in enumerate(record["groups"]):
+        for m, fig in g["metrics"].items():
+            value = finite_number(fig.get("value"))
+            if value is None:
+                continue  # a null group figure is "not defined" wherever it is read
+            vals = sums.get((str(g["attribute"]), str(g["group"]), m))
+            label = f"{g['attribute']}={g['group']}"
+            if not vals:
+                raise damaged(f"groups[{i}].metrics.{m}", f"({label}) is {value:g} but the group has no item with {m}")
+            mean = math.fsum(vals) / len(vals)
+            if abs(mean - value) > 1e-9 * max(1.0, abs(value)):
+                raise damaged(f"groups[{i}].metrics.{m}",
+                              f"({label}) is {value:.6g} but its {len(vals)} item(s) average {mean:.6g} "
+                              "(items missing or edited)")  # fmt: skip
 
 
 def finite_number(x: Any) -> float | None:

@@ -19,12 +19,22 @@ def base() -> dict:
 
 
 def shifted(record: dict, group: str, metric: str, shift_of_question) -> dict:
+    """``record`` with ``group``'s items of ``metric`` moved per question, its group figure kept their mean."""
     other = copy.deepcopy(record)
     for it in other["items"]:
         v = it["metrics"][metric]
         if it["group"] == group and v is not None:
             it["metrics"][metric] = v + shift_of_question(it["question"])
-    return other
+    return regroup(other)
+
+
+def regroup(record: dict) -> dict:
+    """Each group's figures set to the mean of its items, as a run writes them (the loader checks this)."""
+    for g in record["groups"]:
+        for metric, fig in g["metrics"].items():
+            if fig["value"] is not None:
+                fig["value"] = group_means(record, metric).get((g["attribute"], g["group"]))
+    return record
 
 
 def group_means(record: dict, metric: str) -> dict[tuple[str, str], float]:
@@ -49,12 +59,12 @@ def test_identical_files_no_change(base):
 def test_known_constant_shift(base):
     mb = group_means(base, "representativeness")
     top, low = sorted(["Female", "Male"], key=lambda g: -mb[("sex", g)])
-    other = shifted(base, top, "representativeness", lambda q: 0.05)
+    other = shifted(base, low, "representativeness", lambda q: -0.05)  # down: figures stay in [0, 1]
     res = compare_results(base, other, n_boot=300, seed=1)
-    row = next(g for g in res["groups"] if g["group"] == top and g["metric"] == "representativeness")
-    assert row["change"]["value"] == pytest.approx(0.05)
-    assert row["change"]["ci"] == pytest.approx([0.05, 0.05])  # every question moved by the same amount
-    rest = next(g for g in res["groups"] if g["group"] == low and g["metric"] == "representativeness")
+    row = next(g for g in res["groups"] if g["group"] == low and g["metric"] == "representativeness")
+    assert row["change"]["value"] == pytest.approx(-0.05)
+    assert row["change"]["ci"] == pytest.approx([-0.05, -0.05])  # every question moved by the same amount
+    rest = next(g for g in res["groups"] if g["group"] == top and g["metric"] == "representativeness")
     assert rest["change"]["value"] == pytest.approx(0.0)
     # gap change by hand from the group means of both files
     mo = group_means(other, "representativeness")
@@ -63,7 +73,7 @@ def test_known_constant_shift(base):
     d = next(x for x in res["disparity"] if x["attribute"] == "sex" and x["metric"] == "representativeness"
              and x["figure"] == "gap")
     assert d["change"]["value"] == pytest.approx(gap_o - gap_b) == pytest.approx(0.05)
-    # the better group got better on every question: the gap widened in every replicate
+    # the worse group got worse on every question: the gap widened in every replicate
     assert d["widened"] and not d["narrowed"] and d["change"]["ci"][0] > 0
     ratio = next(x for x in res["disparity"] if x["attribute"] == "sex" and x["metric"] == "representativeness"
                  and x["figure"] == "ratio")
@@ -76,7 +86,7 @@ def test_known_constant_shift(base):
 
 def test_paired_interval_matches_independent_bootstrap(base):
     qids = base["questions"]["ids"]
-    shifts = {q: 0.01 * (i + 1) for i, q in enumerate(qids)}  # different per question: interval has width
+    shifts = {q: -0.01 * (i + 1) for i, q in enumerate(qids)}  # different per question: interval has width
     other = shifted(base, "Male", "similarity", lambda q: shifts[q])
     n_boot, seed = 400, 7
     res = compare_results(base, other, n_boot=n_boot, seed=seed)
@@ -205,10 +215,10 @@ def _cli(args: list[str]) -> int:
 
 
 def _widening(base: dict) -> tuple[dict, dict]:
-    """OTHER: sex's better group better by 0.05 on every question, so the gap widens in every replicate."""
+    """OTHER: sex's worse group worse by 0.05 on every question, so the gap widens in every replicate."""
     mb = group_means(base, "representativeness")
-    top = max(["Female", "Male"], key=lambda g: mb[("sex", g)])
-    other = shifted(base, top, "representativeness", lambda q: 0.05)
+    low = min(["Female", "Male"], key=lambda g: mb[("sex", g)])
+    other = shifted(base, low, "representativeness", lambda q: -0.05)
     gap = lambda res: next(x for x in res["disparity"] if x["attribute"] == "sex"  # noqa: E731
                            and x["metric"] == "representativeness" and x["figure"] == "gap")  # fmt: skip
     return other, gap
@@ -333,6 +343,7 @@ def _drop_cells(record: dict, cells: set[tuple[str, str, str]], listed: bool = T
     """``record`` without ``cells``; with ``listed`` its excluded_cells names them (a method's training cells)."""
     out = copy.deepcopy(record)
     out["items"] = [i for i in out["items"] if (i["attribute"], i["group"], i["question"]) not in cells]
+    regroup(out)
     if listed:
         out["excluded_cells"] = {"reason": "training examples of the checkpoint",
                                  "cells": [{"attribute": a, "group": g, "question": q} for a, g, q in sorted(cells)]}
@@ -343,18 +354,18 @@ def test_cells_one_run_excluded_are_left_out_of_both_sides(base):
     sex = sorted({(i["attribute"], i["group"]) for i in base["items"] if i["attribute"] == "sex"})
     qids = base["questions"]["ids"]
     cells = {(a, g, q) for a, g in sex for q in qids[:3]}
-    other = _drop_cells(shifted(base, "Male", "accuracy", lambda q: 0.05), cells)
+    other = _drop_cells(shifted(base, "Male", "similarity", lambda q: -0.05), cells)
     res = compare_results(base, other, n_boot=50)
     note = next(n for n in res["notes"] if "in one run only" in n)
     assert f"{len(cells)} cell(s)" in note and "excluded by OTHER (training examples of the checkpoint)" in note
     # BASE's figures are its means over the shared cells only
     kept = [i for i in base["items"] if (i["attribute"], i["group"], i["question"]) not in cells]
-    male = next(e for e in res["groups"] if e["group"] == "Male" and e["metric"] == "accuracy")
-    want = np.mean([i["metrics"]["accuracy"] for i in kept if i["group"] == "Male"])
+    male = next(e for e in res["groups"] if e["group"] == "Male" and e["metric"] == "similarity")
+    want = np.mean([i["metrics"]["similarity"] for i in kept if i["group"] == "Male"])
     assert male["base"]["value"] == pytest.approx(want)
-    assert male["change"]["value"] == pytest.approx(0.05)
-    overall = next(e for e in res["overall"] if e["metric"] == "accuracy")
-    vals = [i["metrics"]["accuracy"] for i in kept if i["metrics"]["accuracy"] is not None]
+    assert male["change"]["value"] == pytest.approx(-0.05)
+    overall = next(e for e in res["overall"] if e["metric"] == "similarity")
+    vals = [i["metrics"]["similarity"] for i in kept if i["metrics"]["similarity"] is not None]
     assert overall["base"]["value"] == pytest.approx(np.mean(vals))
     # identical to a compare whose BASE was trimmed to the same cells by hand, intervals included
     by_hand = compare_results(_drop_cells(base, cells), other, n_boot=50)
@@ -373,6 +384,7 @@ def test_cells_missing_without_excluded_cells_are_still_refused(base):
     other = _drop_cells(base, {cell})
     stray = next((i["attribute"], i["group"], i["question"]) for i in other["items"])
     other["items"] = [i for i in other["items"] if (i["attribute"], i["group"], i["question"]) != stray]
+    regroup(other)  # a cell a run lacks (e.g. suppressed) is in none of its figures
     with pytest.raises(DataError, match="is in one file only"):
         compare_results(base, other, n_boot=20)
     # each run left out what the other kept: no cell to pair on

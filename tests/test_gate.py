@@ -230,8 +230,13 @@ def test_undefined_groups_and_empty_attribute_sets_are_not_passes(record):
     assert check.status == "fail" and "not defined (null) for Male" in check.message
     (check,) = [c for c in gate(rec, {**rule, "undefined": "skip"}).checks if c.metric == "similarity"]
     assert check.status == "pass" and "1 group(s) not defined" in check.message
-    empty = {**json.loads(json.dumps(record)), "groups": []}
-    star = {"rules": [{"metric": "accuracy", "attribute": "*", "min_group_value": 0.0}]}
+    # one attribute with a single group: "*" has no attribute where a disparity is defined
+    empty = json.loads(json.dumps(record))
+    female = lambda x: (x["attribute"], x["group"]) == ("sex", "Female")  # noqa: E731
+    empty["groups"] = [g for g in empty["groups"] if female(g)]
+    empty["items"] = [i for i in empty["items"] if female(i)]
+    empty["disparity"] = [d for d in empty["disparity"] if d["attribute"] == "sex"]
+    star = {"rules": [{"metric": "accuracy", "attribute": "*", "max_gap": 1.0}]}
     res = gate(empty, star)
     assert not res.passed and any("no groups it applies to" in c.message for c in res.checks)
     skipped = gate(empty, {**star, "undefined": "skip"})  # every check skipped: nothing verified, not a pass
@@ -368,8 +373,9 @@ def test_range_edges_and_plug_in_metrics_keep_working(record):
         parse_policy({"rules": [{"metric": "fluency", "max_gap": -1}]})
     # the gate on a record whose metric is a plug-in on a 0-10 scale (similarity renamed and scaled)
     rec = json.loads(json.dumps(record).replace('"similarity"', '"fluency"'))
-    for g in rec["groups"]:
-        g["metrics"]["fluency"]["value"] *= 10
+    for row in (*(g["metrics"]["fluency"] for g in rec["groups"]), *(it["metrics"] for it in rec["items"])):
+        key = "value" if "value" in row else "fluency"
+        row[key] = None if row[key] is None else row[key] * 10
     res = gate(rec, {"rules": [{"metric": "fluency", "attribute": "sex", "min_group_value": 2.5}]})
     assert res.passed and res.checks[-1].observed > 1
 
@@ -458,3 +464,40 @@ def test_a_plug_in_metrics_direction_comes_from_the_results_file(record):
     assert res.passed and res.checks[-1].observed == pytest.approx(0.02)  # lower is better: -(-0.02)
     del rec["metric_info"]  # an older file: the registry decides (higher is better for similarity)
     assert not gate(rec, {"rules": [{"metric": "similarity", "min_vs_uniform": 0.0}]}).passed
+
+
+# ------------------------------------------------------------------ figures no run could write
+def _sex_gap(rec: dict, metric: str = "similarity") -> dict:
+    return next(d for d in rec["disparity"] if d["attribute"] == "sex" and d["metric"] == metric)
+
+
+@pytest.mark.parametrize(("damage", "fragment"), [
+    (lambda r: _group(r, "Female")["metrics"]["similarity"].update(value=1.4), "outside [0, 1]"),
+    (lambda r: _group(r, "Female")["metrics"]["accuracy"].update(ci=[-0.2, 0.9]), "outside [0, 1]"),
+    (lambda r: r["overall"]["nmae"].update(value=-0.1), "overall.nmae is -0.1, outside [0, 1]"),
+    (lambda r: _sex_gap(r).update(ratio={"value": 1.3, "ci": None}), "].ratio is 1.3, outside [0, 1]"),
+    (lambda r: _sex_gap(r).update(gap={"value": -0.05, "ci": None}), "outside [0, 1]"),
+    (lambda r: r["items"][0]["metrics"].update(similarity=1.2), "items[0].metrics.similarity"),
+    (lambda r: r.update(items=r["items"][:-3]), "item(s) average"),  # a truncated item grid
+    (lambda r: _group(r, "Female")["metrics"]["similarity"].update(value=_group(r, "Female")["metrics"]["similarity"]["value"] - 0.01),
+     "(items missing or edited)"),
+])  # fmt: skip
+def test_figures_outside_their_range_or_apart_from_the_items_are_damage(tmp_path, record, capsys, damage, fragment):
+    """A figure no run could write (similarity 1.4, a ratio above 1) or a group figure that is not its items'
+    mean (items cut off or edited) is a damaged file: exit 2, never a gate verdict or a rendered report."""
+    import copy
+
+    rec = copy.deepcopy(record)
+    damage(rec)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(rec))
+    pol = write(tmp_path, "rules:\n  - {metric: similarity, attribute: sex, max_gap: 1.0}\n")
+    for args in (["gate", str(path), "--policy", str(pol)], ["report", str(path), "--out", str(tmp_path / "r")]):
+        assert run_cli(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and fragment in err and "damaged" in err, err
+    assert not (tmp_path / "r").exists()
+    # cv is std / mean: above 1 is a measurement, not damage
+    ok = copy.deepcopy(record)
+    _sex_gap(ok)["cv"] = {"value": 1.7, "ci": [0.2, 2.5]}
+    assert gate(ok, {"rules": [{"metric": "similarity", "attribute": "sex", "max_gap": 1.0}]}).passed
