@@ -189,10 +189,8 @@ def apply_adapter(model: Any, spec: Any) -> tuple[Any, dict[str, Any]]:
     try:
         wrapped = PeftModel.from_pretrained(model, str(path), is_trainable=False)
     except (ValueError, RuntimeError, KeyError, TypeError, OSError) as exc:
-        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()] or [type(exc).__name__]
-        first = next((ln for ln in lines if "size mismatch" in ln), lines[0])
         raise ModelError(
-            f"adapter {os.fspath(path)!r} does not fit the base model ({first[:200]}); "
+            f"adapter {os.fspath(path)!r} does not fit the base model ({_fit_reason(exc)}); "
             "pass the base it was trained on with --model"
         ) from None
     if expected is not None:
@@ -218,6 +216,22 @@ def apply_adapter(model: Any, spec: Any) -> tuple[Any, dict[str, Any]]:
         "merged": False,
     }
     return wrapped, info
+
+
+def _fit_reason(exc: BaseException) -> str:
+    """One short clause from PEFT/torch's load error: the first mismatched tensor and both shapes, whole."""
+    import re
+
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()] or [type(exc).__name__]
+    first = next((ln for ln in lines if "size mismatch" in ln), lines[0])
+    m = re.search(r"size mismatch for (\S+?):.*?shape torch\.Size\((\[[^\]]*\])\).*?shape in current model is "
+                  r"torch\.Size\((\[[^\]]*\])\)", first)  # fmt: skip
+    if m:
+        name = m.group(1).removeprefix("base_model.model.")
+        more = sum("size mismatch" in ln for ln in lines) - 1
+        return (f"tensor {name} is {m.group(2)} in the adapter but {m.group(3)} in the model"
+                + (f", and {more} more" if more > 0 else ""))
+    return first if len(first) <= 240 else first[:240].rsplit(" ", 1)[0] + " ..."
 
 
 def _adapter_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from .finetune import DEFAULT_LR, DEFAULT_TARGETS, PAPER_LR
@@ -58,5 +60,20 @@ def finetune(**kw: object) -> None:
     say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     out = run_finetune(config, log=say)
     click.echo(f"adapter written to {out}")
-    click.echo(f"audit the held-out groups: cvaudit run --method checkpoint --checkpoint {out} "
-               f"--intersections {HELDOUT_HINT} --out <dir>")
+    click.echo("audit the held-out groups on the same survey and questions: " + audit_command(config, out))
+    click.echo("cells the adapter was trained on are left out of the figures (method param on_overlap=exclude, "
+               "the default; keep or error instead)")
+
+
+def audit_command(config: Any, adapter: object) -> str:
+    """The `cvaudit run` line that audits ``adapter`` on what it was trained from (same country, file, questions)."""
+    import shlex
+
+    args = ["cvaudit", "run", "--method", "checkpoint", "--checkpoint", str(adapter),
+            "--country", str(config.country)]  # fmt: skip
+    wvs = config.wvs_file
+    if wvs:
+        args += ["--wvs-file", str(wvs)]
+    args += ["--questions", str(config.questions), "--min-size", str(config.min_size),
+             "--intersections", HELDOUT_HINT]  # fmt: skip
+    return " ".join(shlex.quote(a) for a in args) + " --out <dir>"

@@ -115,12 +115,33 @@ def _check_loading(model_id: str, loading: dict[str, Any]) -> None:
                              "the checkpoint is incomplete or for another architecture")  # fmt: skip
 
 
-def _hub_snapshot(model_id: str, revision: str | None) -> tuple[Path, str | None]:
+def hub_resolvable() -> bool:
+    """False when the hub's host name does not resolve (no network): then only the local cache is tried.
+
+    huggingface_hub retries a failed lookup five times with backoff (~25 s) before giving up;
+    a machine without DNS gets the one-line error at once instead. Behind a proxy the local
+    lookup proves nothing, so the hub is tried as usual.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                       "all_proxy")):  # fmt: skip
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
+def _hub_snapshot(model_id: str, revision: str | None, local_only: bool) -> tuple[Path, str | None]:
     """Resolve a hub id to its local snapshot folder (and commit sha) or fail with the offline message."""
     from transformers.utils import cached_file
 
     try:
-        cfg = cached_file(model_id, "config.json", revision=revision, local_files_only=hub_offline())
+        cfg = cached_file(model_id, "config.json", revision=revision, local_files_only=local_only)
     except Exception:  # OSError, EnvironmentError, HTTP errors: all mean "cannot get it"
         cfg = None
     if cfg is None:
@@ -161,7 +182,8 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
     else:
         if spec.id.startswith((".", "/", "~")) or os.sep + os.sep in spec.id:
             raise ModelError(f"model directory {spec.id} does not exist")
-        folder, sha = _hub_snapshot(spec.id, spec.revision)
+        offline = offline or not hub_resolvable()  # no DNS: the cache only, at once, for every file below
+        folder, sha = _hub_snapshot(spec.id, spec.revision, offline)
         source = spec.id
         if sha:
             fingerprint = f"hub:{spec.id}@{sha}"

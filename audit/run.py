@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -87,6 +87,16 @@ def pick_questions(config: RunConfig) -> list[Question]:
     if not questions:
         raise ConfigError(f"question selection {config.questions!r} is empty; try --questions core")
     return questions
+
+
+def question_label(asked: str, questions: Sequence[Question], shown: int = 6) -> str:
+    """The audited questions for the log: the set's name, or the ids actually kept (a method may drop some)."""
+    from .questions import question_sets
+
+    if asked.strip().lower() in question_sets():
+        return asked  # a named set: core, all, a category slug
+    ids = [q.id for q in questions]
+    return ",".join(ids[:shown]) + (f",... (+{len(ids) - shown})" if len(ids) > shown else "")
 
 
 def filter_questions(method: Method, questions: list[Question]) -> tuple[list[Question], list[str], list[str]]:
@@ -295,7 +305,7 @@ def _audit(config: RunConfig, say: Log, clock: Clock, method: Method, country: C
     if survey.source.synthetic:
         say("SYNTHETIC DATA: the survey side is cvaudit's synthetic sample, not WVS respondents")
     say(
-        f"{len(groupset.groups)} groups x {len(questions)} questions ({config.questions}), "
+        f"{len(groupset.groups)} groups x {len(questions)} questions ({question_label(config.questions, questions)}), "
         f"{len(groupset.suppressed)} groups suppressed (< {config.min_size} respondents)"
     )
     for note in res.unavailable_notes(unavailable(groupset)):

@@ -305,6 +305,7 @@ def compare(
         "country": (rb.get("data") or {}).get("country"),
         "n_questions": len(qids),
         "questions": {"paired": list(qids), "held_out": held_out},
+        "left_out_cells": left_out_section(rb, ro, skip),
         "bootstrap": {"unit": "question", "paired": True, "replicates": int(len(idx)), "level": level, "seed": seed,
                       "min_change": float(min_change), "changes_called": calls},  # fmt: skip
         "same_results": same,
@@ -314,6 +315,16 @@ def compare(
         "widened": [d for d in out_disp if d["widened"]],
         "notes": notes,
     }
+
+
+def left_out_section(base: dict[str, Any], other: dict[str, Any], skip: set[tuple[str, str, str]]) -> list[dict]:
+    """The cells left out of both sides, each with the run that excluded it and that run's reason (sorted)."""
+    rows = []
+    for side, record in (("BASE", base), ("OTHER", other)):
+        reason = (record.get("excluded_cells") or {}).get("reason") or "left out by its method"
+        for a, g, q in sorted(_cells_excluded(record) & skip):
+            rows.append({"attribute": a, "group": g, "question": q, "excluded_by": side, "reason": reason})
+    return rows
 
 
 def left_out_note(base: dict[str, Any], other: dict[str, Any], skip: set[tuple[str, str, str]]) -> str:

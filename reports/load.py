@@ -56,7 +56,8 @@ def load_results(source: dict | str | os.PathLike, allow_incomplete: bool = Fals
     if complete is not True and not allow_incomplete:
         raise DataError(
             f"{name} is from an incomplete run (complete={json.dumps(complete)}); finish the run by re-running "
-            "the same command (`cvaudit report --allow-incomplete` renders it under an INCOMPLETE RUN banner)"
+            "the same command (only `cvaudit report --allow-incomplete`, under an INCOMPLETE RUN banner, and "
+            "`cvaudit gate --allow-incomplete`, as a breach, read it)"
         )
     if complete is True:
         missing = [k for k in REQUIRED_COMPLETE if k not in record]

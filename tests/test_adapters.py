@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -136,8 +137,11 @@ def test_adapter_for_another_shape_or_architecture(tmp_path, tiny_llama_dir, smo
 
     wider = make_tiny_llama(tmp_path / "wide", smollm2_dir, hidden_size=96)
     other = _save_lora(wider, tmp_path / "wide-lora")
-    with pytest.raises(ModelError, match="does not fit the base model"):
+    with pytest.raises(ModelError, match="does not fit the base model") as err:
         apply_adapter(_model(tiny_llama_dir), other)
+    # the first mismatched tensor and both shapes, whole, on one line
+    assert re.search(r"tensor \S+lora_\S+ is \[[\d, ]+\] in the adapter but \[[\d, ]+\] in the model", str(err.value))
+    assert "\n" not in str(err.value) and "torch.Size" not in str(err.value)
     # an adapter whose target layers the base does not have (another architecture's names)
     gpt_like = shutil.copytree(other, tmp_path / "gpt-lora")
     cfg = json.loads((gpt_like / "adapter_config.json").read_text())

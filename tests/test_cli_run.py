@@ -155,7 +155,7 @@ def test_summary_prints_unavailable_subgroups_and_question_notes(tmp_path, capsy
     from cvaudit.audit import cli_run
 
     record = {"overall": {}, "groups": [], "data": {"synthetic": False},
-              "questions": {"notes": ["steering: 1 question(s) excluded because the vectors were fitted on them: Q2"]},
+              "questions": {"notes": ["steering: 1 question(s) excluded because they are in the vectors' calibration split: Q2"]},
               "subgroups": {"unavailable": {"settlement": "column H_URBRURAL absent or all missing",
                                             "sex:settlement": "needs settlement"}}}  # fmt: skip
     (tmp_path / "results.json").write_text(json.dumps(record))
@@ -163,4 +163,4 @@ def test_summary_prints_unavailable_subgroups_and_question_notes(tmp_path, capsy
     out = capsys.readouterr().out.splitlines()
     assert "NOTE: subgroups 'settlement' not audited: column H_URBRURAL absent or all missing" in out
     assert "NOTE: subgroups 'sex:settlement' not audited: needs settlement" in out
-    assert "NOTE: steering: 1 question(s) excluded because the vectors were fitted on them: Q2" in out
+    assert "NOTE: steering: 1 question(s) excluded because they are in the vectors' calibration split: Q2" in out

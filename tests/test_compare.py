@@ -358,6 +358,9 @@ def test_cells_one_run_excluded_are_left_out_of_both_sides(base):
     res = compare_results(base, other, n_boot=50)
     note = next(n for n in res["notes"] if "in one run only" in n)
     assert f"{len(cells)} cell(s)" in note and "excluded by OTHER (training examples of the checkpoint)" in note
+    assert res["left_out_cells"] == [{"attribute": a, "group": g, "question": q, "excluded_by": "OTHER",
+                                      "reason": "training examples of the checkpoint"} for a, g, q in sorted(cells)]
+    assert compare_results(base, base, n_boot=0)["left_out_cells"] == []
     # BASE's figures are its means over the shared cells only
     kept = [i for i in base["items"] if (i["attribute"], i["group"], i["question"]) not in cells]
     male = next(e for e in res["groups"] if e["group"] == "Male" and e["metric"] == "similarity")

@@ -147,6 +147,10 @@ def test_finetune_cli_writes_adapter_and_split(tmp_path, tiny_llama_dir):
                                    "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert {"adapter_config.json", "adapter_model.safetensors", "cvaudit_finetune.json"} <= {p.name for p in out.iterdir()}
+    # the suggested audit names the adapter's own country, questions and minimum size
+    hint = next(line for line in res.output.splitlines() if "cvaudit run --method checkpoint" in line)
+    assert f"--checkpoint {out} --country SG --questions Q1,Q46 --min-size 30" in hint and "--wvs-file" not in hint
+    assert "on_overlap=exclude" in res.output
     record = json.loads((out / "cvaudit_finetune.json").read_text())
     split, _ = seed003_groups(demo_survey("SG"), min_size=30)
     assert {(r["attribute"], r["group"]) for r in record["split"]["train"]} == {(g.attribute, g.label) for g in split.train}
@@ -194,3 +198,15 @@ def test_a_diverged_run_publishes_no_adapter(tmp_path, tiny_llama_dir):
               "--batch-size", "2", "--lr", "0.9", "--dtype", "float16", "--quiet", "--out", str(out)])  # fmt: skip
     assert exc.value.code == 2
     assert not (out / "adapter_model.safetensors").exists()
+
+
+def test_suggested_audit_keeps_the_training_survey_and_questions():
+    """The printed audit line reuses the fine-tune's survey file (shell-quoted), questions and minimum size."""
+    from types import SimpleNamespace
+
+    from cvaudit.audit.cli_finetune import audit_command
+
+    cfg = SimpleNamespace(country="DE", wvs_file="/data/WVS wave 7.csv", questions="Q1,Q2", min_size=50)
+    line = audit_command(cfg, "/tmp/adapter")
+    assert line.startswith("cvaudit run --method checkpoint --checkpoint /tmp/adapter --country DE ")
+    assert "--wvs-file '/data/WVS wave 7.csv' --questions Q1,Q2 --min-size 50 --intersections " in line

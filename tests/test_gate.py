@@ -92,6 +92,7 @@ def test_incomplete_results_refused_or_breach(tmp_path, record, capsys):
     assert run_cli(["gate", str(path), "--policy", str(pol), "--junit", str(junit)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "incomplete run" in err[0] and not junit.exists()
+    assert "`cvaudit gate --allow-incomplete`, as a breach" in err[0]  # the hint names the option of this command
     args = ["gate", str(path), "--policy", str(pol), "--junit", str(junit), "--allow-incomplete"]
     assert run_cli(args) == 1
     root = ET.parse(junit).getroot()

@@ -142,6 +142,36 @@ def test_hub_id_offline(monkeypatch, tmp_path):
     assert "\n" not in msg
 
 
+def test_hub_id_without_dns_tries_only_the_cache(monkeypatch, tmp_path):
+    """No DNS and no HF_HUB_OFFLINE: the cache is asked once (local_files_only), not the hub with ~25 s of retries."""
+    import socket
+
+    import cvaudit.audit.models as models
+    import transformers.utils
+
+    for var in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    def no_dns(host, *a, **k):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    asked = []
+
+    def cached_file(repo, name, revision=None, local_files_only=False, **k):
+        asked.append(local_files_only)
+        raise OSError("not cached")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(transformers.utils, "cached_file", cached_file)
+    assert models.hub_resolvable() is False
+    with pytest.raises(ModelError, match="not found locally and the hub is unreachable/offline"):
+        load_model(ModelSpec(id="some-org/not-a-cached-model"))
+    assert asked == [True]
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")  # the proxy resolves names, not us
+    assert models.hub_resolvable() is True
+
+
 @pytest.mark.parametrize("drop", ["model.layers.1.mlp.up_proj.weight", "model.norm.weight"])
 def test_missing_tensors_are_refused_not_randomised(tiny_llama_dir, tmp_path, drop, capsys):
     """transformers initialises missing weights at random and carries on; an audit of that would score noise."""

@@ -315,7 +315,7 @@ def test_real_steering_filter_excludes_vector_calibration(tmp_path):
     method = get_method_class("steering")(vectors=str(vectors))
     kept, notes, excluded = filter_questions(method, select_questions("Q1,Q2,Q3,Q4"))
     assert [q.id for q in kept] == ["Q1", "Q3"] and excluded == ["Q2", "Q4"]
-    assert len(notes) == 1 and "Q2, Q4" in notes[0]
+    assert len(notes) == 1 and "Q2, Q4" in notes[0] and "calibration split" in notes[0] and "fitted on" not in notes[0]
 
 
 def test_unavailable_attributes_are_recorded(tmp_path, tiny_llama_dir):
@@ -547,3 +547,14 @@ def test_an_output_folder_without_locks_still_runs(tmp_path, tiny_llama_dir, mon
     monkeypatch.setattr(fcntl, "flock", no_locks)
     run_audit(config(tmp_path, tiny_llama_dir, limit=1))
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"results.json", "items.csv", "items.parquet"}
+
+
+def test_log_names_the_questions_actually_audited():
+    """The progress line names a set by its name, and otherwise the ids kept (not the ids the user typed)."""
+    from cvaudit.audit.questions import select_questions
+    from cvaudit.audit.run import question_label
+
+    assert question_label("core", select_questions("core")) == "core"
+    assert question_label("Q1,Q6,Q9", select_questions("Q1,Q9")) == "Q1,Q9"  # Q6 dropped by the method
+    long = select_questions("core,Q2")
+    assert question_label("core,Q2", long) == ",".join(q.id for q in long[:6]) + f",... (+{len(long) - 6})"

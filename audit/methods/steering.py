@@ -165,14 +165,15 @@ class SteeringMethod(Method):
         dropped = [q.id for q in questions if q.id in cal]
         if dropped and self.on_overlap == "error":
             raise ConfigError(
-                f"questions {', '.join(dropped)} were used to fit the steering vectors; drop them from --questions "
+                f"questions {', '.join(dropped)} are in the steering vectors' calibration split; drop them from --questions "
                 "or set --method-param on_overlap=exclude"
             )
         kept = [q for q in questions if q.id not in cal]
         if not kept:
             raise ConfigError("every selected question is in the steering calibration split; choose other --questions")
         notes = (
-            [f"steering: {len(dropped)} question(s) excluded because the vectors were fitted on them: {', '.join(dropped)}"]
+            [f"steering: {len(dropped)} question(s) excluded because they are in the vectors' calibration split: "
+             f"{', '.join(dropped)}"]
             if dropped
             else []
         )
