@@ -6,7 +6,8 @@ Prints the seconds of the full ``evaluate`` (item metrics, every group/overall/d
 interval, flags with their size shift), of ``evaluate`` without the size shift, and of the
 bootstrap core alone, each as a ratio to the 10 s target,
 and compares with a naive per-replicate pandas loop (timed on a few replicates and
-scaled up, since running it 1,000 times is exactly what this design avoids).
+scaled up, since running it 1,000 times is exactly what this design avoids). Last, the
+cost of ``--respondent-bootstrap`` on a run-sized grid (22 groups x 34 questions).
 """
 
 from __future__ import annotations
@@ -95,6 +96,40 @@ def main() -> None:
     naive = per * args.replicates
     print(f"naive pandas loop        : {naive:7.1f} s (scaled from {args.naive} replicates, {per * 1000:.0f} ms each)")
     print(f"speed-up of evaluate without the size shift over the naive loop: {naive / plain:.0f}x")
+    respondent_section(args.replicates)
+
+
+def respondent_section(n_boot: int, n_groups: int = 22, n_questions: int = 34, n_resp: int = 60) -> None:
+    """--respondent-bootstrap on a run-sized grid: its cost over the question bootstrap alone, and over
+    scoring the uniform baseline's K tie-breaks for every metric (what it did before reads_choice)."""
+    import dataclasses
+
+    from cvaudit.metrics import MetricsConfig, evaluate, registry
+    from cvaudit.metrics.bootstrap import respondent_replicates
+
+    items, groups = synthetic(n_groups, n_questions, seed=1)
+    rng = np.random.default_rng(2)
+    reps = [respondent_replicates(rng.choice(len(h), size=n_resp, p=np.asarray(h) / np.sum(h)).astype(float),
+                                  None, len(h), n_boot, rng) for h in items["human_dist"]]  # fmt: skip
+    cfg = dict(n_boot=n_boot, noise_correction=False)
+
+    def timed(**kw: object) -> float:
+        t0 = time.perf_counter()
+        evaluate(items, groups, MetricsConfig(**cfg, **kw), human_replicates=reps if kw else None)
+        return time.perf_counter() - t0
+
+    plain, resp = timed(), timed(respondents=True)
+    saved = dict(registry._REGISTRY)
+    try:
+        for name, spec in saved.items():
+            registry._REGISTRY[name] = dataclasses.replace(spec, reads_choice=True)
+        every = timed(respondents=True)
+    finally:
+        registry._REGISTRY.clear()
+        registry._REGISTRY.update(saved)
+    print(f"respondent bootstrap, {len(items)} items x {n_boot} replicates ({n_resp} respondents per cell): "
+          f"{resp:.2f} s vs {plain:.2f} s without (ratio {resp / plain:.1f}); with every metric tie-broken for "
+          f"the uniform baseline {every:.2f} s (ratio {every / resp:.2f} to now)")
 
 
 if __name__ == "__main__":

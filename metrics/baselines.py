@@ -26,7 +26,7 @@ mirror differences between the survey groups.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,14 +52,22 @@ def uniform_values(batch: ItemBatch, names: Sequence[str]) -> dict[str, np.ndarr
     """Per-item metric values of a uniform answer, averaged over the K tie-breaks.
 
     Tie-break j only exists for the items with more than j options, so each pass scores those alone.
+    Metrics of the whole distribution (``reads_choice=False``) are scored once, on the uniform answer
+    itself: the tie-breaks only move its top option.
     """
+    from .registry import metric_specs
+
     n, kmax = batch.model.shape
     cols = np.arange(kmax)[None, :]
     live = cols < batch.k[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         base = np.where(live, 1.0 / np.maximum(batch.k[:, None], 1), 0.0)
+    specs = metric_specs()
+    whole = [m for m in names if m in specs and not specs[m].reads_choice]
+    names = [m for m in names if m not in whole]
+    out = compute_metrics(dataclasses.replace(batch, model=base), whole) if whole else {}
     totals = {m: np.zeros(n) for m in names}
-    for j in range(kmax):
+    for j in range(kmax if names else 0):
         use = np.flatnonzero(batch.k > j)  # option j exists for these items
         if not use.size:
             continue
@@ -72,7 +80,8 @@ def uniform_values(batch: ItemBatch, names: Sequence[str]) -> dict[str, np.ndarr
         for m in names:
             totals[m][use] += values[m]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {m: np.where(batch.k > 0, totals[m] / np.maximum(batch.k, 1), np.nan) for m in names}
+        out.update({m: np.where(batch.k > 0, totals[m] / np.maximum(batch.k, 1), np.nan) for m in names})
+    return out
 
 
 def _population_model(batch: ItemBatch, questions: Sequence[str],
@@ -104,7 +113,6 @@ def population_values(batch: ItemBatch, questions: Sequence[str], population: Ma
 # A baseline "side": per-item values of the baseline on a batch whose items are tiled ``times`` times
 # (``times`` = 1 for the point estimate, a block of respondent replicates otherwise).
 Side = Callable[[ItemBatch, int], dict[str, np.ndarray]]
-Blocks = Callable[[], Iterator[tuple[int, int, ItemBatch]]]
 
 
 def _sides(batch: ItemBatch, items: pd.DataFrame, names: Sequence[str], population: Mapping[str, Sequence[float]] | None,
@@ -144,42 +152,53 @@ def _both(model_m: np.ndarray, base_m: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.where(both, model_m, np.nan), np.where(both, base_m, np.nan)
 
 
-def _respondent_means(sides: Mapping[str, Side], names: Sequence[str], layout: agg.Layout, weights: np.ndarray,
-                      blocks: Blocks) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:  # fmt: skip
-    """Per baseline and metric, the (model, baseline) overall means of every replicate when the survey's
-    respondents are resampled too: replicate b scores both against survey replicate b and question draw b."""
-    n_boot = weights.shape[0]
-    out = {k: {m: (np.full(n_boot, np.nan), np.full(n_boot, np.nan)) for m in names} for k in sides}
-    for b0, b1, rep_batch in blocks():
+class RespondentPairs:
+    """Per baseline and metric, the (model, baseline) overall mean of every replicate when the survey's
+    respondents are resampled too: replicate b scores both against survey replicate b and question draw b.
+
+    Fed block by block (:meth:`add`) by the model's own replicate pass, so each block of resampled
+    items is built and scored for the model once.
+    """
+
+    def __init__(self, batch: ItemBatch, items: pd.DataFrame, names: Sequence[str], layout: agg.Layout,
+                 weights: np.ndarray, population: Mapping[str, Sequence[float]] | None = None,
+                 country_attribute: str = "all") -> None:  # fmt: skip
+        self.sides = _sides(batch, items, names, population, country_attribute)
+        self.names, self.layout, self.weights = list(names), layout, weights
+        n_boot = weights.shape[0]
+        self.means = {k: {m: (np.full(n_boot, np.nan), np.full(n_boot, np.nan)) for m in self.names}
+                      for k in self.sides}  # fmt: skip
+
+    def add(self, b0: int, b1: int, rep_batch: ItemBatch, model_values: Mapping[str, np.ndarray]) -> None:
+        """Replicates b0..b1: ``rep_batch`` holds the items tiled b1 - b0 times, ``model_values`` the model's metrics."""
         times = b1 - b0
-        model_values = compute_metrics(rep_batch, list(names))
-        for key, side in sides.items():
+        for key, side in self.sides.items():
             base_values = side(rep_batch, times)
-            for m in names:
-                pm, pb = _both(agg.to_matrix(model_values[m].reshape(times, -1), layout),
-                               agg.to_matrix(base_values[m].reshape(times, -1), layout))  # fmt: skip
-                out[key][m][0][b0:b1] = agg.sum_counts(pm, weights[b0:b1]).pooled()
-                out[key][m][1][b0:b1] = agg.sum_counts(pb, weights[b0:b1]).pooled()
-    return out
+            for m in self.names:
+                pm, pb = _both(agg.to_matrix(model_values[m].reshape(times, -1), self.layout),
+                               agg.to_matrix(base_values[m].reshape(times, -1), self.layout))  # fmt: skip
+                self.means[key][m][0][b0:b1] = agg.sum_counts(pm, self.weights[b0:b1]).pooled()
+                self.means[key][m][1][b0:b1] = agg.sum_counts(pb, self.weights[b0:b1]).pooled()
 
 
 def baselines(batch: ItemBatch, items: pd.DataFrame, layout: agg.Layout, model_values: Mapping[str, np.ndarray],
               weights: np.ndarray, level: float, population: Mapping[str, Sequence[float]] | None = None,
-              country_attribute: str = "all", blocks: Blocks | None = None) -> dict[str, Any]:  # fmt: skip
+              country_attribute: str = "all", resampled: RespondentPairs | None = None) -> dict[str, Any]:  # fmt: skip
     """results.json "baselines": per baseline, its overall figure, the model's paired difference and group means.
 
     The whole-country group (``country_attribute``) is left out of the population baseline: there the
     population's distribution *is* the group's own survey answer, a baseline that cannot be beaten. A run
-    with no other group gets no population baseline. ``blocks`` (the respondent-bootstrap replicate
-    blocks, when the survey is resampled too) puts the survey's sampling error into the intervals: both
-    sides of each replicate are scored against the same resampled survey.
+    with no other group gets no population baseline. ``resampled`` (filled by the respondent bootstrap,
+    when the survey is resampled too) puts the survey's sampling error into the intervals: both sides of
+    each replicate are scored against the same resampled survey.
     """
     names = list(model_values)
     sides = _sides(batch, items, names, population, country_attribute)
     found = {key: side(batch, 1) for key, side in sides.items()}
     if "population" in found and all(np.isnan(v).all() for v in found["population"].values()):
         del found["population"], sides["population"]  # no group but the whole country: nothing to compare
-    resampled = _respondent_means(sides, names, layout, weights, blocks) if blocks is not None and weights.shape[0] else None
+    if not weights.shape[0]:
+        resampled = None
     out: dict[str, Any] = {}
     for key, values in found.items():
         entry: dict[str, Any] = {"description": BASELINE_TEXT[key], "overall": {}, "model_minus_baseline": {},
@@ -189,7 +208,7 @@ def baselines(batch: ItemBatch, items: pd.DataFrame, layout: agg.Layout, model_v
             base_m = agg.to_matrix(values[m], layout)
             model_m, paired_b = _both(agg.to_matrix(model_values[m], layout), base_m)
             if resampled is not None:
-                reps_m, reps_b = resampled[key][m]
+                reps_m, reps_b = resampled.means[key][m]
             else:
                 reps_m = agg.sum_counts(model_m, weights).pooled()
                 reps_b = agg.sum_counts(paired_b, weights).pooled()

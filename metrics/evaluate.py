@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import aggregate as agg
-from .baselines import baselines, group_spread
+from .baselines import RespondentPairs, baselines, group_spread
 from .bootstrap import percentile_ci, question_indices, replicate_counts
 from .disparity import FIGURES, best_worst, disparity_figures
 from .flags import choose_reference, flag_attribute, holm_floor, replicates_to_flag
@@ -104,14 +104,20 @@ def _replicate_batches(batch: Any, reps: np.ndarray, chunk: int) -> Iterator[tup
 
 def _replicate_sumcounts(
     batch: Any, layout: agg.Layout, specs: dict[str, MetricSpec], weights: np.ndarray,
-    blocks: Callable[[], Iterator[tuple[int, int, Any]]],
+    blocks: Callable[[], Iterator[tuple[int, int, Any]]], on_block: Callable[..., None] | None = None,
 ) -> dict[str, agg.SumCounts]:  # fmt: skip
-    """Replicate sums/counts per metric when D_H is resampled too: replicate b uses human replicate b."""
+    """Replicate sums/counts per metric when D_H is resampled too: replicate b uses human replicate b.
+
+    ``on_block(b0, b1, rep_batch, values)`` sees each block with the model's metrics on it (the baselines
+    score themselves against the same resampled survey without building or scoring it again).
+    """
     n_items, n_boot = len(batch.k), weights.shape[0]
     sums = {n: np.zeros((n_boot, len(layout.groups))) for n in specs}
     counts = {n: np.zeros((n_boot, len(layout.groups))) for n in specs}
     for b0, b1, rep_batch in blocks():
         values = compute_metrics(rep_batch, list(specs))
+        if on_block is not None:
+            on_block(b0, b1, rep_batch, values)
         for name, v in values.items():
             mat = agg.to_matrix(v.reshape(b1 - b0, n_items), layout)
             sc = agg.sum_counts(mat, weights[b0:b1])
@@ -170,10 +176,11 @@ def evaluate(
     matrices = {n: agg.to_matrix(v, layout) for n, v in values.items()}
     point = {n: agg.sum_counts(m, agg.point_weights(n_q)) for n, m in matrices.items()}
     use_resp = bool(config.respondents) and n_boot > 0
-    blocks = None  # the respondent-bootstrap blocks, replayed for the model and for the baselines
+    resampled = None  # the baselines' paired replicates against the resampled survey, filled in the same pass
     if use_resp:
         blocks = partial(_replicate_batches, batch, _stack_replicates(batch, human_replicates, n_boot), config.chunk)
-        reps = _replicate_sumcounts(batch, layout, specs, weights, blocks)
+        resampled = RespondentPairs(batch, items, list(specs), layout, weights, population, COUNTRY_ATTRIBUTE)
+        reps = _replicate_sumcounts(batch, layout, specs, weights, blocks, on_block=resampled.add)
     else:
         reps = {n: agg.sum_counts(m, weights) for n, m in matrices.items()}
     # one question and no resampled respondents: every replicate equals the point, so a paired test would
@@ -200,7 +207,7 @@ def evaluate(
         overall[n] = _fig(point[n].pooled()[0], lo[0], hi[0])
 
     # baselines on the same cells and the same question draws (paired), and how far apart the groups' answers are
-    base = baselines(batch, items, layout, values, weights, config.level, population, COUNTRY_ATTRIBUTE, blocks)
+    base = baselines(batch, items, layout, values, weights, config.level, population, COUNTRY_ATTRIBUTE, resampled)
     spread = group_spread(batch, layout, weights, config.level, sizes, config.seed)
 
     # 4. disparity and flags per attribute

@@ -240,7 +240,7 @@ def wasserstein1(b: ItemBatch) -> np.ndarray:
     return np.sum(np.abs(cdf) * np.diff(p, axis=1), axis=1)
 
 
-@register_metric("representativeness", higher_is_better=True, needs_ordinal=True,
+@register_metric("representativeness", higher_is_better=True, needs_ordinal=True, reads_choice=False,
                  description="1 - W1(D_M, D_H) / (K-1) on the ordinal positions (OpinionQA)")  # fmt: skip
 def representativeness(b: ItemBatch) -> np.ndarray:
     """1 - W1 / (K - 1)."""
@@ -258,7 +258,7 @@ def js_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(div, 0.0, None))
 
 
-@register_metric("similarity", higher_is_better=True,
+@register_metric("similarity", higher_is_better=True, reads_choice=False,
                  description="1 - Jensen-Shannon distance (base 2) between D_M and D_H (GlobalOpinionQA)")  # fmt: skip
 def similarity(b: ItemBatch) -> np.ndarray:
     """1 - JSD(D_M, D_H), base 2, so in [0, 1]."""

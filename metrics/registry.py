@@ -30,20 +30,24 @@ class MetricSpec:
     higher_is_better: bool = True
     needs_ordinal: bool = False
     description: str = ""
+    #: False for a metric of the whole distribution that never reads the model's top option
+    #: (similarity, representativeness): a uniform baseline then needs no tie-breaks for it
+    reads_choice: bool = True
 
 
 _REGISTRY: dict[str, MetricSpec] = {}
 
 
 def register_metric(
-    name: str, *, higher_is_better: bool = True, needs_ordinal: bool = False, description: str = ""
+    name: str, *, higher_is_better: bool = True, needs_ordinal: bool = False, description: str = "",
+    reads_choice: bool = True,
 ) -> Callable[[MetricFn], MetricFn]:
     """Decorator: register ``fn(batch) -> np.ndarray[n_items]`` under ``name`` (re-registering replaces)."""
 
     def deco(fn: MetricFn) -> MetricFn:
         lines = (fn.__doc__ or "").strip().splitlines()
         doc = description or (lines[0] if lines else "")
-        _REGISTRY[name] = MetricSpec(name, fn, higher_is_better, needs_ordinal, doc)
+        _REGISTRY[name] = MetricSpec(name, fn, higher_is_better, needs_ordinal, doc, reads_choice)
         return fn
 
     return deco

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,40 @@ def test_uniform_baseline_is_the_expectation_of_a_random_choice():
     assert by_group[("sex", "Female")]["accuracy"] == pytest.approx(
         np.mean([len(m) / len(h) for m, h in zip(first["human_mode"], first["human_dist"])]))  # fmt: skip
     assert "population" not in ev["baselines"]  # only with the country's distributions
+
+
+def test_uniform_tie_breaks_only_for_metrics_that_read_the_choice():
+    """A metric of the whole distribution (reads_choice=False) is scored once on the uniform answer; one that
+    reads the top option (the default for a plug-in) is averaged over the K tie-breaks."""
+    from cvaudit.metrics import compute_metrics, register_metric
+    from cvaudit.metrics.baselines import uniform_values
+    from cvaudit.metrics.item import batch_from_items
+    from cvaudit.metrics.registry import unregister_metric
+
+    @register_metric("first_is_top_test")
+    def first_is_top(b):
+        return (b.model_choice == 0).astype(float)
+
+    @register_metric("mass_on_first_test", reads_choice=False)
+    def mass_on_first(b):
+        return b.model[:, 0]
+
+    try:
+        items, _ = make_items(seed=4)
+        batch = batch_from_items(items)
+        names = ["first_is_top_test", "mass_on_first_test", "similarity", "accuracy"]
+        got = uniform_values(batch, names)
+        k = batch.k.astype(float)
+        np.testing.assert_allclose(got["first_is_top_test"], 1 / k)  # one tie-break in K puts option 0 on top
+        np.testing.assert_allclose(got["mass_on_first_test"], 1 / k)  # the uniform answer itself, no tie-break
+        # similarity on the plain uniform answer equals the tie-break average to rounding
+        kmax = batch.model.shape[1]
+        uniform = np.where(np.arange(kmax)[None, :] < batch.k[:, None], 1 / k[:, None], 0.0)
+        plain = compute_metrics(replace(batch, model=uniform), ["similarity"])["similarity"]
+        np.testing.assert_allclose(got["similarity"], plain, atol=1e-12)
+    finally:
+        unregister_metric("first_is_top_test")
+        unregister_metric("mass_on_first_test")
 
 
 def test_population_baseline_and_paired_difference():
