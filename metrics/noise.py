@@ -22,7 +22,7 @@ it explains off the group's figure before comparing
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 DRAWS = 128  # per size, and split over GRID for the reference's closeness
 # where the stand-in for the reference's true answers is looked for, between the model's answer (0) and its survey answer (1)
 GRID = np.linspace(0.0, 1.0, 5)
-CLOSENESS = "_js_distance"  # the statistic the stand-in is matched on, scored with the metrics' draws
 
 
 def item_sizes(items: pd.DataFrame, groups: pd.DataFrame) -> np.ndarray:
@@ -64,29 +63,38 @@ def item_sizes(items: pd.DataFrame, groups: pd.DataFrame) -> np.ndarray:
     return np.where(np.isfinite(out), np.maximum(1.0, np.round(out)), np.nan)
 
 
-def _expected(batch: ItemBatch, n: np.ndarray, names: list[str], rng: np.random.Generator, draws: int,
+Score = Callable[[ItemBatch], dict[str, np.ndarray]]
+
+
+def _expected(batch: ItemBatch, n: np.ndarray, score: Score, rng: np.random.Generator, draws: int,
               chunk: int) -> dict[str, np.ndarray]:  # fmt: skip
-    """Per item, the mean metric over ``draws`` human distributions drawn from Multinomial(n, human) / n
-    (``CLOSENESS`` among ``names``: the model's JS distance to the draws)."""
+    """Per item, the mean of each statistic ``score`` returns over ``draws`` human distributions drawn from
+    Multinomial(n, human) / n (``score``: the metrics, or the model's JS distance to the draws)."""
     n_items, kmax = batch.human.shape
-    total = {m: np.zeros(n_items) for m in names}
-    counted = {m: np.zeros(n_items) for m in names}
+    total: dict[str, np.ndarray] = {}
+    counted: dict[str, np.ndarray] = {}
     step = max(1, int(chunk))
     for start in range(0, draws, step):
         nb = min(step, draws - start)
         counts = rng.multinomial(n, batch.human, size=(nb, n_items))  # (nb, items, kmax)
         human = (counts / n[None, :, None]).reshape(nb * n_items, kmax)
         tiled = batch.repeat(nb).with_human(human, normalised=True)
-        values = compute_metrics(tiled, [m for m in names if m != CLOSENESS])
-        if CLOSENESS in names:
-            values[CLOSENESS] = js_distance(tiled.model, tiled.human)
-        for m in names:
-            v = values[m].reshape(nb, n_items)
+        for m, values in score(tiled).items():
+            v = values.reshape(nb, n_items)
             fin = np.isfinite(v)
-            total[m] += np.where(fin, v, 0.0).sum(axis=0)
-            counted[m] += fin.sum(axis=0)
+            total[m] = total.get(m, np.zeros(n_items)) + np.where(fin, v, 0.0).sum(axis=0)
+            counted[m] = counted.get(m, np.zeros(n_items)) + fin.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {m: np.where(counted[m] > 0, total[m] / counted[m], np.nan) for m in names}
+        return {m: np.where(counted[m] > 0, total[m] / counted[m], np.nan) for m in total}
+
+
+def _metrics(names: Sequence[str]) -> Score:
+    return lambda b: compute_metrics(b, list(names))
+
+
+def _closeness(b: ItemBatch) -> dict[str, np.ndarray]:
+    """The statistic a stand-in is matched on: the model's JS distance to the drawn answers."""
+    return {"js": js_distance(b.model, b.human)}
 
 
 def _crossing(e: np.ndarray, observed: float) -> tuple[int, float] | None:
@@ -124,7 +132,7 @@ def reference_closeness(batch: ItemBatch, rows: np.ndarray, n: np.ndarray, rng: 
     expected, own = np.zeros(len(GRID)), np.zeros(len(GRID))
     for j, lam in enumerate(GRID):
         sub = _line(batch, rows, float(lam))
-        expected[j] = float(np.mean(_expected(sub, n, [CLOSENESS], rng, per_point, chunk)[CLOSENESS]))
+        expected[j] = float(np.mean(_expected(sub, n, _closeness, rng, per_point, chunk)["js"]))
         own[j] = float(np.mean(js_distance(sub.model, sub.human)))
     at = _crossing(expected, measured)
     if at is None:
@@ -197,8 +205,9 @@ def size_shift(
     pos_arr = item_pos[gi]
     lam = _matching_lam(batch, gi, pos_arr, len(rows), target)
     sub = _line(batch, gi, lam[pos_arr])
-    at_group = _expected(sub, sizes[gi].astype(np.int64), names, rng, draws, chunk)
-    at_ref = _expected(sub, np.maximum(1.0, np.round(n_ref_item[gi])).astype(np.int64), names, rng, draws, chunk)
+    at_group = _expected(sub, sizes[gi].astype(np.int64), _metrics(names), rng, draws, chunk)
+    at_ref = _expected(sub, np.maximum(1.0, np.round(n_ref_item[gi])).astype(np.int64), _metrics(names), rng, draws,
+                       chunk)  # fmt: skip
     known = np.bincount(pos_arr, minlength=len(rows)) > 0
     for m in names:
         d = at_group[m] - at_ref[m]
