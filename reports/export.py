@@ -102,10 +102,17 @@ def export(results: dict | str | os.PathLike, out_dir: str | os.PathLike) -> lis
         "confidence_level": (record.get("bootstrap") or {}).get("level"),
         "quantitative_analysis": {"performance_metrics": performance_metrics(record)},
     }  # fmt: skip
+    left_out = (record.get("excluded_cells") or {}).get("cells") or []
+    if left_out:  # figures on part of the grid: the card says which part is missing and why
+        card["excluded_cells"] = {"n": len(left_out), "reason": record["excluded_cells"].get("reason"),
+                                  "cells": left_out}  # fmt: skip
     paths = [atomic_write_json(out / "model_card_metrics.json", card)]
     header = "# cvaudit export: paste into the YAML front matter of the model card (README.md)\n"
     if data.get("synthetic"):
         header += "# WARNING: synthetic survey data; these figures illustrate the tool only, do not publish them\n"
+    if left_out:
+        header += (f"# NOTE: {len(left_out)} (group, question) cell(s) are in no figure "
+                   f"({record['excluded_cells'].get('reason') or 'left out by the method'})\n")
     text = header + yaml.safe_dump(model_index(record), sort_keys=False, allow_unicode=True, width=120)
     paths.append(atomic_write_text(out / "model-index.yaml", text))
     return paths

@@ -92,6 +92,20 @@ def _scalar(v: Any) -> str:
 
 
 # ------------------------------------------------------------------ sections
+CELLS_SHOWN = 12  # excluded cells listed by name in the report; the rest are counted
+
+
+def _cells_excluded(record: dict[str, Any]) -> dict[str, Any] | None:
+    """results.json "excluded_cells" for the report: how many, why, and the first few by name."""
+    section = record.get("excluded_cells")
+    cells = (section or {}).get("cells") if isinstance(section, dict) else None
+    if not cells:
+        return None
+    named = [f"{c.get('attribute')}={c.get('group')} × {c.get('question')}" for c in cells if isinstance(c, dict)]
+    return {"n": len(cells), "reason": str(section.get("reason") or "left out by the method"),
+            "shown": named[:CELLS_SHOWN], "more": max(0, len(named) - CELLS_SHOWN)}  # fmt: skip
+
+
 def _meta(record: dict[str, Any], signer: str | None) -> dict[str, Any]:
     model = record.get("model") or {}
     method = record.get("method") or {}
@@ -107,7 +121,7 @@ def _meta(record: dict[str, Any], signer: str | None) -> dict[str, Any]:
     return {
         "model_id": model_id,
         "model_rows": [(k, _scalar(model.get(k))) for k in ("id", "revision", "fingerprint", "dtype", "n_parameters",
-                                                             "embedded") if k in model],  # fmt: skip
+                                                             "embedded", "persona_role") if k in model],  # fmt: skip
         "method_name": str(method.get("name") or cfg.get("method") or "unknown"),
         "method_params": [(str(k), _scalar(v)) for k, v in sorted((method.get("params") or {}).items())],
         "method_fingerprint": _scalar(method.get("fingerprint")),
@@ -119,6 +133,8 @@ def _meta(record: dict[str, Any], signer: str | None) -> dict[str, Any]:
         "question_set": str(qsec.get("set") or cfg.get("questions") or ""),
         "n_questions": len(qsec.get("ids") or []),
         "question_limit": _scalar(qsec.get("limit")),
+        "questions_excluded": [str(q) for q in qsec.get("excluded") or []],
+        "cells_excluded": _cells_excluded(record),
         "created_at": str(record.get("created_at") or ""),
         "tool_version": str((record.get("tool") or {}).get("version") or ""),
         "schema_version": str(record.get("schema_version")),

@@ -67,3 +67,16 @@ def test_export_refuses_incomplete(tmp_path, record):
     with pytest.raises(SystemExit) as exc:
         main(["export", str(path), "--out", str(tmp_path / "x")])
     assert exc.value.code == 2 and not (tmp_path / "x").exists()
+
+
+def test_cells_the_method_left_out_reach_the_model_card(tmp_path, record):
+    """Figures on part of the grid say so in both exports: the card lists the cells, the YAML has a note."""
+    rec = json.loads(json.dumps(record))
+    cells = [{"attribute": "sex", "group": "Male", "question": "Q1"}]
+    rec["excluded_cells"] = {"reason": "training examples of the checkpoint", "cells": cells}
+    card_path, yaml_path = export_model_card(rec, tmp_path)
+    card = json.loads(card_path.read_text())
+    assert card["excluded_cells"] == {"n": 1, "reason": "training examples of the checkpoint", "cells": cells}
+    assert "# NOTE: 1 (group, question) cell(s) are in no figure (training examples of the checkpoint)" in yaml_path.read_text()
+    plain_card, plain_yaml = export_model_card(record, tmp_path / "plain")
+    assert "excluded_cells" not in json.loads(plain_card.read_text()) and "NOTE" not in plain_yaml.read_text()

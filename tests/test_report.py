@@ -491,3 +491,18 @@ def test_complete_results_without_items_are_refused(tmp_path, record, capsys):
     assert err.count("\n") == 1 and "items is empty" in err and not (tmp_path / "r").exists(), err
     with pytest.raises(DataError, match="items is empty"):
         load_results(rec)
+
+
+def test_cells_and_questions_the_method_left_out_are_listed(record):
+    """excluded_cells and questions.excluded are shown in "What was audited", not only as notes."""
+    rec = json.loads(json.dumps(record))
+    cells = [{"attribute": "sex", "group": g, "question": f"Q{i}"} for g in ("Female", "Male") for i in range(1, 8)]
+    rec["excluded_cells"] = {"reason": "training examples of the checkpoint", "cells": cells}
+    rec["questions"]["excluded"] = ["Q57", "Q58"]
+    rec["model"]["persona_role"] = "user-preamble"
+    text = _text(render_html(rec))
+    assert "cells left out 14 (group, question) cell(s), training examples of the checkpoint, in no figure" in text
+    assert "sex=Female × Q1; sex=Female × Q2" in text and "and 2 more" in text and "sex=Male × Q6" not in text
+    assert "questions left out Q57, Q58" in text and "user-preamble" in text
+    plain = _text(render_html(record))
+    assert "cells left out" not in plain and "questions left out" not in plain
