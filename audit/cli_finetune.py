@@ -76,4 +76,9 @@ def audit_command(config: Any, adapter: object) -> str:
         args += ["--wvs-file", str(wvs)]
     args += ["--questions", str(config.questions), "--min-size", str(config.min_size),
              "--intersections", HELDOUT_HINT]  # fmt: skip
+    for flag, value in (("--dtype", config.dtype), ("--device", config.device)):
+        if value and value != "auto":
+            args += [flag, str(value)]
+    if config.allow_pickle:
+        args.append("--allow-pickle")
     return " ".join(shlex.quote(a) for a in args) + " --out <dir>"

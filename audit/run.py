@@ -93,10 +93,12 @@ def question_label(asked: str, questions: Sequence[Question], shown: int = 6) ->
     """The audited questions for the log: the set's name, or the ids actually kept (a method may drop some)."""
     from .questions import question_sets
 
-    if asked.strip().lower() in question_sets():
-        return asked  # a named set: core, all, a category slug
     ids = [q.id for q in questions]
-    return ",".join(ids[:shown]) + (f",... (+{len(ids) - shown})" if len(ids) > shown else "")
+    named = question_sets().get(asked.strip().lower())
+    if named is not None and len(named) == len(ids):
+        return asked  # a named set, whole: core, all, a category slug
+    listed = ",".join(ids[:shown]) + (f",... (+{len(ids) - shown})" if len(ids) > shown else "")
+    return f"{asked}: {listed}" if named is not None else listed
 
 
 def filter_questions(method: Method, questions: list[Question]) -> tuple[list[Question], list[str], list[str]]:

@@ -183,9 +183,11 @@ def evaluate(
         reps = _replicate_sumcounts(batch, layout, specs, weights, blocks, on_block=resampled.add)
     else:
         reps = {n: agg.sum_counts(m, weights) for n, m in matrices.items()}
-    # one question and no resampled respondents: every replicate equals the point, so a paired test would
-    # call any nonzero gap certain; no p-values and no flags then
+    # a group whose metric is defined on one question only (every question, with one in the audit) has
+    # replicates that all equal its point unless respondents are resampled: a paired test would call any
+    # nonzero gap certain, so such a group (or a reference like it) gets no p-value and no flag
     testable = n_boot > 0 and (n_q > 1 or use_resp)
+    n_defined = {n: np.isfinite(m).sum(axis=1) for n, m in matrices.items()}  # (G,) questions with a value
     if n_q == 1 and not use_resp:
         notes.append("only one question: the question bootstrap cannot vary, so intervals have zero width and no "
                      "group is tested or flagged; audit more questions or add --respondent-bootstrap")  # fmt: skip
@@ -286,8 +288,18 @@ def evaluate(
             removed = np.clip(np.nan_to_num(shift), np.minimum(gap, 0.0), np.maximum(gap, 0.0))
             ci_rows = (gci[n][0][rows], gci[n][1][rows])
             args = (ref_local, spec.higher_is_better, config.tau, config.alpha)
-            raw = flag_attribute(pts, rmeans[n][:, rows] if testable else None, ci_rows if testable else None, *args)
-            net = flag_attribute(pts - removed, rmeans[n][:, rows] - removed if testable else None,
+            group_reps = rmeans[n][:, rows]
+            if testable and not use_resp:
+                one = n_defined[n][rows] < 2
+                if one[ref_local]:
+                    one[:] = True  # against a reference fixed by one question nothing is tested
+                if one.any():
+                    group_reps = np.where(one[None, :], np.nan, group_reps)
+                    if n_q > 1 and np.isfinite(pts[one]).any():
+                        notes.append(f"attribute {attr!r}, {n}: groups with a value on one question only are not "
+                                     "tested or flagged (their replicates cannot vary)")  # fmt: skip
+            raw = flag_attribute(pts, group_reps if testable else None, ci_rows if testable else None, *args)
+            net = flag_attribute(pts - removed, group_reps - removed if testable else None,
                                  (ci_rows[0] - removed, ci_rows[1] - removed) if testable else None,
                                  *args) if correct else raw  # fmt: skip
             for i, r, t, sh, rm in zip(rows, raw, net, shift, removed):

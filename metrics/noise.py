@@ -84,6 +84,8 @@ def _expected(batch: ItemBatch, n: np.ndarray, score: Score, rng: np.random.Gene
             fin = np.isfinite(v)
             total[m] = total.get(m, np.zeros(n_items)) + np.where(fin, v, 0.0).sum(axis=0)
             counted[m] = counted.get(m, np.zeros(n_items)) + fin.sum(axis=0)
+    if not total:  # no draws: every statistic undefined
+        return {m: np.full(n_items, np.nan) for m in score(batch)}
     with np.errstate(invalid="ignore", divide="ignore"):
         return {m: np.where(counted[m] > 0, total[m] / counted[m], np.nan) for m in total}
 

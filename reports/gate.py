@@ -17,7 +17,7 @@ from typing import Any
 
 from cvaudit.audit.errors import ConfigError, DataError
 
-from .load import higher_is_better, load_results, metric_names, read_figure
+from .load import finite_number, higher_is_better, load_results, metric_names, read_figure
 from .policy import Check, Policy, load_policy, require_active
 
 OPS = {"max": "<=", "min": ">="}
@@ -124,11 +124,24 @@ def _evaluate(policy: Policy, c: Check, attribute: str, record: dict[str, Any], 
     if kind.startswith("baseline:"):
         return _evaluate_baseline(policy, c, record, source, name, base)
     if kind == "flags":
-        bad = [str(g["group"]) for g in groups
-               if ((g.get("flags") or {}).get(c.metric) or {}).get("status") == "disfavoured"]  # fmt: skip
+        flags = [(g.get("flags") or {}).get(c.metric) or {} for g in groups]
+        bad = [str(g["group"]) for g, f in zip(groups, flags) if f.get("status") == "disfavoured"]
         if bad:
             return CheckResult(name, "fail", f"{name}: disfavoured on {c.metric}: {', '.join(bad)}", **base)
-        return CheckResult(name, "pass", f"{name}: no group disfavoured on {c.metric}", **base)
+        # "no group disfavoured" is a pass only where a group could have been: tested, and able to reach alpha
+        from cvaudit.metrics.flags import holm_floor, replicates_to_flag
+
+        tested = sum(finite_number(f.get("p_value")) is not None for f in flags)
+        if not tested:
+            return _undefined(policy, c, attribute, f"the flag test of {c.metric} in {attribute} (no group was tested "
+                                                    "against the reference: one question, or no replicates)")  # fmt: skip
+        n_boot = int(finite_number((record.get("bootstrap") or {}).get("replicates")) or 0)
+        alpha = finite_number((record.get("flags") or {}).get("alpha"))
+        if alpha is not None and holm_floor(tested, n_boot) >= alpha:
+            return _undefined(policy, c, attribute, f"the flag test of {c.metric} in {attribute} (with {n_boot} "
+                                                    f"replicates and {tested} groups tested none can be flagged; "
+                                                    f"re-run with --n-boot {replicates_to_flag(tested, alpha)})")  # fmt: skip
+        return CheckResult(name, "pass", f"{name}: no group disfavoured on {c.metric} ({tested} tested)", **base)
     # per group: every group must meet the threshold; the worst one is reported
     lacking = [str(g["group"]) for g in groups if c.metric not in (g.get("metrics") or {})]
     if lacking:

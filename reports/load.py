@@ -101,6 +101,16 @@ def _check_entries(record: dict[str, Any], name: str) -> None:
             raise damaged(f"disparity[{i}]", "lacks attribute/metric")
     if not all(isinstance(f, dict) for f in record["overall"].values()):
         raise damaged("overall", "must map each metric to {value, ci}")
+    excluded = record.get("excluded_cells")  # optional: only a method that left cells out writes it
+    if excluded is not None:
+        cells = excluded.get("cells") if isinstance(excluded, dict) else None
+        if not isinstance(cells, list) or not all(
+            isinstance(c, dict) and all(isinstance(c.get(k), str) for k in ("attribute", "group", "question"))
+            for c in cells
+        ):
+            raise damaged("excluded_cells", "must be {reason, cells: [{attribute, group, question}, ...]}")
+        if not isinstance(excluded.get("reason", ""), (str, type(None))):
+            raise damaged("excluded_cells.reason", "must be a string")
     _check_figures(record, damaged)
     _check_items(record, damaged)
 
@@ -244,14 +254,17 @@ def _check_grid(record: dict[str, Any], damaged: Any) -> None:
     for i, g in enumerate(record["groups"]):
         for m, fig in g["metrics"].items():
             value = finite_number(fig.get("value"))
-            if value is None:
-                continue  # a null group figure is "not defined" wherever it is read
             vals = sums.get((str(g["attribute"]), str(g["group"]), m))
             label = f"{g['attribute']}={g['group']}"
+            if value is None:
+                if vals:  # a run writes null only for a group none of whose items has the metric
+                    raise damaged(f"groups[{i}].metrics.{m}", f"({label}) is null but {len(vals)} of its items have {m}")
+                continue
             if not vals:
                 raise damaged(f"groups[{i}].metrics.{m}", f"({label}) is {value:g} but the group has no item with {m}")
             mean = math.fsum(vals) / len(vals)
-            if abs(mean - value) > 1e-9 * max(1.0, abs(value)):
+            scale = max(1.0, math.fsum(abs(v) for v in vals) / len(vals))  # rounding grows with the values summed
+            if abs(mean - value) > 1e-9 * scale:
                 raise damaged(f"groups[{i}].metrics.{m}",
                               f"({label}) is {value:.6g} but its {len(vals)} item(s) average {mean:.6g} "
                               "(items missing or edited)")  # fmt: skip

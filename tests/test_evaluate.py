@@ -196,3 +196,16 @@ def test_negative_model_share_is_a_data_error_not_a_null():
     items.at[4, "model_dist"] = [-0.1, 1.1] + [0.0] * (len(items.at[4, "model_dist"]) - 2)
     with pytest.raises(DataError, match="model_dist of item row 4 has a negative or non-finite share"):
         evaluate(items, groups, MetricsConfig(n_boot=10))
+
+
+def test_a_metric_defined_on_one_question_only_is_not_tested():
+    """Ordinal metrics on one ordinal question among nominal ones cannot vary either: no p-value, no flag."""
+    items, groups = make_items(n_q=2, groups={"religion": ["A", "B", "C"]})  # Q0 nominal, Q1 ordinal
+    items["model_dist"] = [list(h) if g != "C" else list(np.eye(len(h))[int(np.argmin(h))] * 0.97 + 0.01)
+                           for g, h in zip(items["group"], items["human_dist"])]  # fmt: skip
+    res = evaluate(items, groups, MetricsConfig(n_boot=200, noise_correction=False, reference=(("religion", "A"),)))
+    c = next(g for g in res["groups"] if g["group"] == "C")
+    for m in ("nmae", "representativeness"):
+        assert c["flags"][m]["p_value"] is None and c["flags"][m]["status"] == "neutral", m
+    assert c["flags"]["similarity"]["p_value"] is not None  # defined on both questions: tested
+    assert any("nmae: groups with a value on one question only are not tested" in n for n in res["metric_notes"])

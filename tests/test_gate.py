@@ -226,6 +226,9 @@ def test_undefined_groups_and_empty_attribute_sets_are_not_passes(record):
     rec = json.loads(json.dumps(record))
     male = next(g for g in rec["groups"] if g["group"] == "Male")
     male["metrics"]["similarity"] = {"value": None, "ci": None}
+    for it in rec["items"]:  # as a run writes it: no item of Male has similarity
+        if it["group"] == "Male":
+            it["metrics"]["similarity"] = None
     rule = {"rules": [{"metric": "similarity", "attribute": "sex", "min_group_value": 0.0}]}
     (check,) = [c for c in gate(rec, rule).checks if c.metric == "similarity"]
     assert check.status == "fail" and "not defined (null) for Male" in check.message
@@ -482,6 +485,9 @@ def _sex_gap(rec: dict, metric: str = "similarity") -> dict:
     (lambda r: r.update(items=r["items"][:-3]), "item(s) average"),  # a truncated item grid
     (lambda r: _group(r, "Female")["metrics"]["similarity"].update(value=_group(r, "Female")["metrics"]["similarity"]["value"] - 0.01),
      "(items missing or edited)"),
+    (lambda r: _group(r, "Female")["metrics"]["similarity"].update(value=None), "is null but"),
+    (lambda r: r.update(excluded_cells=["sex=Male"]), "excluded_cells must be {reason, cells"),
+    (lambda r: r.update(excluded_cells={"reason": "x", "cells": [{"group": "Male"}]}), "excluded_cells must be"),
 ])  # fmt: skip
 def test_figures_outside_their_range_or_apart_from_the_items_are_damage(tmp_path, record, capsys, damage, fragment):
     """A figure no run could write (similarity 1.4, a ratio above 1) or a group figure that is not its items'
@@ -502,3 +508,22 @@ def test_figures_outside_their_range_or_apart_from_the_items_are_damage(tmp_path
     ok = copy.deepcopy(record)
     _sex_gap(ok)["cv"] = {"value": 1.7, "ci": [0.2, 2.5]}
     assert gate(ok, {"rules": [{"metric": "similarity", "attribute": "sex", "max_gap": 1.0}]}).passed
+
+
+def test_no_disfavoured_group_is_not_a_pass_when_no_group_could_be_flagged():
+    """One question (no group tested) or too few replicates for Holm to reach alpha: the flag check is undefined."""
+    rule = {"rules": [{"metric": "similarity", "attribute": "ethnicity", "no_disfavoured_group": True}]}
+    one = make_results(n_questions=1, n_boot=200)
+    (check,) = [c for c in gate(one, rule).checks if c.metric]
+    assert check.status == "fail" and "no group was tested against the reference" in check.message
+    skipped = gate(one, {**rule, "undefined": "skip"})
+    assert [c.name for c in skipped.breaches] == ["nothing_checked"]
+    few = make_results(n_questions=8, n_boot=20)  # 2 groups tested: smallest Holm p = 2 * 2 / 21 > 0.05
+    (check,) = [c for c in gate(few, rule).checks if c.metric]
+    assert check.status == "fail" and "none can be flagged; re-run with --n-boot 80" in check.message
+    many = make_results(n_questions=8, n_boot=200)  # the factory's Malay group is disfavoured: a real breach
+    (check,) = [c for c in gate(many, rule).checks if c.metric]
+    assert check.status == "fail" and "disfavoured on similarity: Malay" in check.message
+    fine = make_results(n_questions=8, n_boot=200, bad_group=("sex", "Nobody"))
+    (check,) = [c for c in gate(fine, rule).checks if c.metric]
+    assert check.status == "pass" and "(2 tested)" in check.message

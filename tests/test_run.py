@@ -357,7 +357,7 @@ def test_steering_mistakes_found_after_the_model_loads_keep_the_finished_audit(t
     """Layer and vector mistakes only the loaded model can judge are refused before OUT is marked superseded."""
     import torch
     from cvaudit.audit.errors import ConfigError
-    from cvaudit.audit.questions import load_bank
+    from cvaudit.audit.questions import load_bank, select_questions
     from cvaudit.audit.run import run_audit
     from cvaudit.audit.steering import fit_steering, save_vectors
     from cvaudit.audit.types import Group
@@ -374,6 +374,15 @@ def test_steering_mistakes_found_after_the_model_loads_keep_the_finished_audit(t
                           layers=[0], groups=martians, persona=lambda g: "You live on Mars.", fraction=0.3,
                           holdout=("Q1",), max_calibration=1, model_meta={"fingerprint": fp})  # fmt: skip
         vectors[name], _ = save_vectors(sv, tmp_path / f"{name}.safetensors")
+    # the run's own groups, but vectors of another width (fitted on a wider model)
+    from cvaudit.audit.countries import resolve_country
+    from cvaudit.audit.run import survey_side
+    from cvaudit.audit.steering import SteeringVectors
+
+    run_groups = survey_side(config(tmp_path, tiny_llama_dir), resolve_country("SG"), select_questions("Q1"))[1].groups
+    wide = SteeringVectors(kind="subgroup", layers=(0,), meta={"model": {"fingerprint": None}, "split": {}},
+                           vectors={g.id: {0: torch.zeros(model.config.hidden_size + 3)} for g in run_groups})
+    vectors["wider"], _ = save_vectors(wide, tmp_path / "wider.safetensors")
 
     out = tmp_path / "out"
     run_audit(config(tmp_path, tiny_llama_dir, limit=1, formats=("html",)))
@@ -386,6 +395,7 @@ def test_steering_mistakes_found_after_the_model_loads_keep_the_finished_audit(t
         "vectors of other groups": ((("vectors", str(vectors["other-groups"])), ("force", "true")), "no vector for"),
         "vectors layer not fitted": ((("vectors", str(vectors["other-groups"])), ("force", "true"), ("layer", "1")),
                                      "fitted at layers"),
+        "vectors of another width": ((("vectors", str(vectors["wider"])), ("force", "true")), "hidden size is"),
     }  # fmt: skip
     for case, (params, message) in cases.items():
         with pytest.raises(ConfigError, match=message):
@@ -555,6 +565,8 @@ def test_log_names_the_questions_actually_audited():
     from cvaudit.audit.run import question_label
 
     assert question_label("core", select_questions("core")) == "core"
+    kept = select_questions("core")[1:4]  # a method (or --limit) left the rest out: the ids say which remain
+    assert question_label("core", kept) == "core: " + ",".join(q.id for q in kept)
     assert question_label("Q1,Q6,Q9", select_questions("Q1,Q9")) == "Q1,Q9"  # Q6 dropped by the method
     long = select_questions("core,Q2")
     assert question_label("core,Q2", long) == ",".join(q.id for q in long[:6]) + f",... (+{len(long) - 6})"
