@@ -156,7 +156,9 @@ class RunConfig:
         if self.batch_size != "auto":
             set_("batch_size", _int("batch_size (or 'auto')", self.batch_size, 1))
         set_("seed", _int("seed", self.seed, 0))
-        set_("n_boot", _int("n_boot", self.n_boot, 1))
+        if not isinstance(self.n_boot, bool) and self.n_boot in (1, "1"):
+            raise ConfigError("n_boot must be >= 2: one replicate is a point, not an interval (use 1000)")
+        set_("n_boot", _int("n_boot", self.n_boot, 2))
         set_("level", _float("level", self.level, 0.0, 1.0))
         set_("tau", _float("tau", self.tau, 0.0, 1.0, hi_open=False))
         set_("alpha", _float("alpha", self.alpha, 0.0, 1.0))

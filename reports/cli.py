@@ -57,7 +57,7 @@ def report(results: Path, out: Path | None, formats: str, policy: Path | None, s
 @click.option("--n-boot", type=click.IntRange(min=0), default=None,
               help="Replicates (0: no intervals; 1 is refused; widened/narrowed need 200+). Default: BASE's.")
 @click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=None, help="Bootstrap seed. Default: BASE's.")
-@click.option("--min-change", type=click.FloatRange(min=0, max=1e6), default=1e-3, show_default=True,
+@click.option("--min-change", type=click.FloatRange(min=0, max=1), default=1e-3, show_default=True,
               callback=lambda _c, _p, v: _finite(v, "--min-change"),
               help="Smallest disparity change called widened/narrowed (the whole interval must lie beyond it).")
 def compare(base: Path, other: Path, out: Path, formats: str, n_boot: int | None, seed: int | None,

@@ -98,10 +98,13 @@ def check_pair(base: dict[str, Any], other: dict[str, Any]) -> list[str]:
     _qo, go, cello = _key_sets(other)
     qids = common_questions(base, other)
     if set(gb) != set(go):
-        diff = sorted(set(gb) ^ set(go))[:4]
-        raise DataError("cannot compare: the groups differ ("
-                        + ", ".join(f"{a}={g}" for a, g in diff)
-                        + "); run both with the same --attributes, --min-size and survey file")  # fmt: skip
+        def listed(keys: set[tuple[str, str]]) -> str:
+            names = [f"{a}={g}" for a, g in sorted(keys)]
+            return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "") if names else "-"
+
+        raise DataError(f"cannot compare: the groups differ (only in BASE: {listed(set(gb) - set(go))}; only in "
+                        f"OTHER: {listed(set(go) - set(gb))}); run both with the same --attributes, --min-size and "
+                        "survey file")  # fmt: skip
     shared = set(qids)
     cellb, cello = {c for c in cellb if c[2] in shared}, {c for c in cello if c[2] in shared}
     # a cell may be missing from one file only because that file's method left it out (excluded_cells)

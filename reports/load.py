@@ -91,11 +91,31 @@ def _check_entries(record: dict[str, Any], name: str) -> None:
             raise damaged(f"groups[{i}].metrics", "must map each metric to {value, ci}")
         if not isinstance(g.get("flags", {}), dict) or not all(isinstance(f, dict) for f in (g.get("flags") or {}).values()):
             raise damaged(f"groups[{i}].flags", "must map each metric to its flag")
+        for m, f in (g.get("flags") or {}).items():
+            if f.get("status") not in FLAG_STATUSES:  # the gate fails on "disfavoured": any other word would pass
+                raise damaged(f"groups[{i}].flags.{m}.status", f"is {f.get('status')!r}, not one of "
+                              f"{', '.join(FLAG_STATUSES)}")  # fmt: skip
+            for key in ("p_value", "p_holm"):
+                p = f.get(key)
+                if p is not None and (_not_number(p) or not 0.0 <= float(p) <= 1.0):
+                    raise damaged(f"groups[{i}].flags.{m}.{key}", f"is {p!r}, not a probability or null")
+        for key in ("n", "n_eff"):
+            v = g.get(key)
+            if v is not None and (_not_number(v) or float(v) < 0):
+                raise damaged(f"groups[{i}].{key}", f"is {v!r}, not a non-negative number or null")
     for i, it in enumerate(record["items"]):
         if not isinstance(it, dict) or not {"attribute", "group", "question"} <= set(it):
             raise damaged(f"items[{i}]", "lacks attribute/group/question")
         if not isinstance(it.get("metrics", {}), dict):
             raise damaged(f"items[{i}].metrics", "must be an object")
+        for key in ("model_dist", "human_dist"):
+            dist = it.get(key)
+            if dist is None or dist == []:
+                continue  # a missing distribution: its metrics are null
+            ok = isinstance(dist, list) and not any(_not_number(x) or x is None for x in dist)
+            if not ok or any(not math.isfinite(float(x)) or float(x) < 0 for x in dist) or \
+                    abs(math.fsum(float(x) for x in dist) - 1.0) > 1e-6:
+                raise damaged(f"items[{i}].{key}", "is not a distribution (non-negative shares summing to 1)")
     for i, d in enumerate(record["disparity"]):
         if not isinstance(d, dict) or not {"attribute", "metric"} <= set(d):
             raise damaged(f"disparity[{i}]", "lacks attribute/metric")
@@ -115,6 +135,7 @@ def _check_entries(record: dict[str, Any], name: str) -> None:
     _check_items(record, damaged)
 
 
+FLAG_STATUSES = ("favoured", "disfavoured", "neutral", "reference", "undefined")
 # the built-in metrics all lie in [0, 1]; a plug-in metric's range is its own, so only these are range-checked
 UNIT_METRICS = frozenset({"accuracy", "nmae", "representativeness", "similarity"})
 # disparity figures of a metric in [0, 1] (cv = std / mean is unbounded above)
@@ -145,8 +166,11 @@ def _check_figure(fig: dict[str, Any], where: str, damaged: Any) -> None:
     if _not_number(fig["value"]):
         raise damaged(f"{where}.value", f"is {fig['value']!r}, not a number or null")
     ci = fig.get("ci")
-    if ci is not None and (not isinstance(ci, list) or any(_not_number(x) for x in ci)):
+    if ci is not None and (not isinstance(ci, list) or len(ci) != 2 or any(_not_number(x) for x in ci)):
         raise damaged(f"{where}.ci", f"is {ci!r}, not [lower, upper] or null")
+    lo, hi = (finite_number(ci[0]), finite_number(ci[1])) if ci is not None else (None, None)
+    if lo is not None and hi is not None and lo > hi + SLACK * max(1.0, abs(lo)):
+        raise damaged(f"{where}.ci", f"is {ci!r}: its lower end is above its upper end")
 
 
 def _check_figures(record: dict[str, Any], damaged: Any) -> None:

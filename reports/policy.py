@@ -151,7 +151,8 @@ def _threshold(name: str, value: Any, where: str, metric: str = "") -> float:
     x = _number(value, where)
     lo, hi, why = _range(name, metric)
     if not lo <= x <= hi:
-        hint = f"; a percentage? write {x / 100:g} for {x:g}%" if hi == 1.0 and 1.0 < x <= 100.0 else ""
+        ratio = name.endswith("_ratio")  # min/max: a 1.5 is an inverted ratio, not a percentage
+        hint = f"; a percentage? write {x / 100:g} for {x:g}%" if hi == 1.0 and 1.0 < x <= 100.0 and not ratio else ""
         raise ConfigError(f"policy: {where} = {x:g} can never be met or never fail ({why}); fix the threshold{hint}")
     return x
 

@@ -247,6 +247,9 @@ CASES: list = [
     ("steering-alpha-not-number", run_args("--method", "steering", "--steer-alpha", "lots"), "alpha"),
     # --- numeric options
     ("n-boot-zero", run_args("--n-boot", "0"), "n_boot"),
+    ("n-boot-one", run_args("--n-boot", "1"), "one replicate is a point"),
+    ("steering-calibration-fraction", run_args("--method", "steering", "--method-param", "calibration_fraction=2"),
+     "calibration_fraction must lie strictly between 0 and 1"),
     ("level-out-of-range", run_args("--level", "1.5"), "level"),
     ("tau-zero", run_args("--tau", "0"), "tau"),
     ("batch-size-negative", run_args("--batch-size", "-3"), "batch_size"),

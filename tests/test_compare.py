@@ -150,7 +150,8 @@ def test_mismatched_files_refused(tmp_path, base, capsys):
     with pytest.raises(DataError, match="question ids differ"):
         compare_results(base, fewer)
     groups = make_results(n_questions=8, n_boot=20, attributes=("sex", "age"))
-    with pytest.raises(DataError, match="groups differ"):
+    with pytest.raises(DataError, match=r"groups differ \(only in BASE: ethnicity=Chinese, ethnicity=Indian, "
+                                         r"ethnicity=Malay; only in OTHER: -\)"):
         compare_results(base, groups)
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(base))
@@ -395,3 +396,12 @@ def test_cells_missing_without_excluded_cells_are_still_refused(base):
     rest = {(i["attribute"], i["group"], i["question"]) for i in base["items"]} - sex
     with pytest.raises(DataError, match="share no"):
         compare_results(_drop_cells(base, sex), _drop_cells(base, rest), n_boot=20)
+
+
+def test_min_change_above_one_is_refused(tmp_path, base, capsys):
+    """Every figure of the built-in metrics changes by at most 1: a larger --min-change could never call a change."""
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps(base))
+    assert _cli(["compare", str(a), str(a), "--min-change", "5", "--out", str(tmp_path / "c"), "--format", ""]) == 2
+    err = capsys.readouterr().err
+    assert "--min-change" in err and not (tmp_path / "c").exists()

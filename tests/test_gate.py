@@ -365,6 +365,7 @@ def test_thresholds_outside_the_metrics_range_are_bad_input(tmp_path, results_fi
     assert run_cli(["gate", str(results_file), "--policy", str(pol)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "can never be met or never fail" in err and fragment in err, err
+    assert "ratio" not in rule or "percentage" not in err  # an inverted ratio is not a percent typo
 
 
 def test_range_edges_and_plug_in_metrics_keep_working(record):
@@ -486,6 +487,13 @@ def _sex_gap(rec: dict, metric: str = "similarity") -> dict:
     (lambda r: _group(r, "Female")["metrics"]["similarity"].update(value=_group(r, "Female")["metrics"]["similarity"]["value"] - 0.01),
      "(items missing or edited)"),
     (lambda r: _group(r, "Female")["metrics"]["similarity"].update(value=None), "is null but"),
+    (lambda r: _group(r, "Female")["metrics"]["similarity"].update(ci=[0.9, 0.1]), "lower end is above its upper"),
+    (lambda r: _group(r, "Female")["metrics"]["similarity"].update(ci=[0.1]), "not [lower, upper] or null"),
+    (lambda r: _group(r, "Female")["flags"]["similarity"].update(status="weird"), "not one of favoured"),
+    (lambda r: _group(r, "Female")["flags"]["similarity"].update(p_value=2.0), "not a probability"),
+    (lambda r: _group(r, "Female").update(n=-5), "groups[0].n is -5"),
+    (lambda r: r["items"][0].update(human_dist=[5, -4, 0, 0]), "items[0].human_dist is not a distribution"),
+    (lambda r: r["items"][0].update(model_dist=[1.0, 1.0, 0, 0]), "items[0].model_dist is not a distribution"),
     (lambda r: r.update(excluded_cells=["sex=Male"]), "excluded_cells must be {reason, cells"),
     (lambda r: r.update(excluded_cells={"reason": "x", "cells": [{"group": "Male"}]}), "excluded_cells must be"),
 ])  # fmt: skip

@@ -391,6 +391,8 @@ def test_steering_mistakes_found_after_the_model_loads_keep_the_finished_audit(t
     cases = {
         "fit layer out of range": ((("layers", str(n_layers + 5)),), "out of range"),
         "steer layer not fitted": ((("layers", "0"), ("layer", "1")), "not among the layers fitted on the fly"),
+        "named as typed": ((("layers", "0"), ("layer", "-1")), r"--steer-layer -1 is not among the layers"),
+        "calibration fraction": ((("calibration_fraction", "2"),), "strictly between 0 and 1, got 2"),
         "vectors of another model": ((("vectors", str(vectors["other-model"])),), "fitted on model fingerprint"),
         "vectors of other groups": ((("vectors", str(vectors["other-groups"])), ("force", "true")), "no vector for"),
         "vectors layer not fitted": ((("vectors", str(vectors["other-groups"])), ("force", "true"), ("layer", "1")),

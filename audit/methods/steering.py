@@ -95,6 +95,8 @@ class SteeringMethod(Method):
         self.kind = kind
         self.axis = axis
         self.fraction = as_number(calibration_fraction, "calibration_fraction")
+        if not 0.0 < self.fraction < 1.0:
+            raise ConfigError(f"method param calibration_fraction must lie strictly between 0 and 1, got {self.fraction:g}")
         self.split_seed = as_int(split_seed, "split_seed") or 0
         self.max_calibration = as_int(max_calibration, "max_calibration")
         self.prompt = prompt or "neutral"
@@ -189,19 +191,24 @@ class SteeringMethod(Method):
         A vectors file is loaded here (fingerprint, groups, layers, hidden size); an
         on-the-fly fit has its layers and persona texts checked, without fitting.
         """
-        from ..steering import check_layers, default_layer
+        from ..questions import load_bank
+        from ..steering import calibration_split, check_layers, default_layer
 
         model = ctx.scorer.model
+        typed = {}  # normalised layer -> as the user typed it (-1 for the last), for messages
         if self.layer is not None:
+            typed = {check_layers(model, [t])[0]: t for t in self.layer}
             self.layer = check_layers(model, self.layer)
         if self.vectors_path is None:
             fit = check_layers(model, self.fit_layers if self.fit_layers else [default_layer(model)])
             unfitted = [layer for layer in self.layer or () if layer not in fit]
             if unfitted:
                 raise ConfigError(
-                    f"--steer-layer {','.join(map(str, unfitted))} is not among the layers fitted on the fly "
-                    f"({','.join(map(str, fit))}); set --method-param layers to include it"
+                    f"--steer-layer {','.join(str(typed.get(x, x)) for x in unfitted)} is not among the layers "
+                    f"fitted on the fly ({','.join(map(str, fit))}); set --method-param layers to include it"
                 )
+            # the split the fit will draw: a bank too small for the holdout fails here, not after OUT changes
+            calibration_split(list(load_bank()), self.fraction, self.split_seed, [q.id for q in ctx.questions])
             if self.kind == "subgroup":
                 persona = _persona_fn(ctx.country)
                 mute = [g.id for g in ctx.groups if not persona(g)]
