@@ -42,7 +42,9 @@ def finetune(**kw: object) -> None:
 
     Then audit it on the held-out groups and compare with the base model:
 
-      cvaudit run --method checkpoint --checkpoint OUT --intersections age:religion,... --out ckpt
+      cvaudit run --method checkpoint --checkpoint OUT --questions ... --intersections age:religion,... --out ckpt
+
+    (it prints the exact line, with this run's country, survey file and questions)
     """
     from .config import split_csv
     from .finetune import FinetuneConfig
@@ -76,6 +78,8 @@ def audit_command(config: Any, adapter: object) -> str:
         args += ["--wvs-file", str(wvs)]
     args += ["--questions", str(config.questions), "--min-size", str(config.min_size),
              "--intersections", HELDOUT_HINT]  # fmt: skip
+    if config.revision:
+        args += ["--revision", str(config.revision)]
     for flag, value in (("--dtype", config.dtype), ("--device", config.device)):
         if value and value != "auto":
             args += [flag, str(value)]

@@ -149,7 +149,7 @@ _RUN_OPTIONS = [
     click.Option(["--limit"], default=None, help="Only the first N questions (quick runs)."),
     click.Option(["--batch-size"], default="auto", show_default=True, help="Prompts per forward pass, or auto."),
     click.Option(["--seed"], default=_D.seed, show_default=True),
-    click.Option(["--n-boot"], default=_D.n_boot, show_default=True, help="Bootstrap replicates (questions resampled, paired)."),
+    click.Option(["--n-boot"], default=_D.n_boot, show_default=True, help="Bootstrap replicates (questions resampled, paired; at least 2)."),
     click.Option(["--level"], default=_D.level, show_default=True, help="Confidence level of the intervals."),
     click.Option(["--tau"], default=_D.tau, show_default=True, help="Aequitas band: pass when tau <= ratio <= 1/tau."),
     click.Option(["--alpha"], default=_D.alpha, show_default=True, help="Significance level (Holm-adjusted) for flags."),

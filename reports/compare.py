@@ -196,6 +196,8 @@ def compare(
     rb, ro = load_results(base), load_results(other)
     qids = check_pair(rb, ro)
     boot = rb.get("bootstrap") or {}
+    if not (isinstance(min_change, (int, float)) and 0.0 <= float(min_change) <= 1.0):
+        raise ConfigError(f"min_change must lie in [0, 1] (no figure changes by more), got {min_change!r}")
     n_boot = _replicates(n_boot, boot)
     seed = int(seed if seed is not None else boot.get("seed") or 0)
     level = float(boot.get("level") or 0.95)

@@ -134,7 +134,8 @@ def _evaluate(policy: Policy, c: Check, attribute: str, record: dict[str, Any], 
         tested = sum(finite_number(f.get("p_value")) is not None for f in flags)
         if not tested:
             return _undefined(policy, c, attribute, f"the flag test of {c.metric} in {attribute} (no group was tested "
-                                                    "against the reference: one question, or no replicates)")  # fmt: skip
+                                                    "against the reference: one question, each group's metric defined on one question "
+                                                    "only, or no replicates)")  # fmt: skip
         n_boot = int(finite_number((record.get("bootstrap") or {}).get("replicates")) or 0)
         alpha = finite_number((record.get("flags") or {}).get("alpha"))
         if alpha is not None and holm_floor(tested, n_boot) >= alpha:

@@ -270,6 +270,27 @@ def _disparity(record: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _untested(record: dict[str, Any]) -> list[str]:
+    """Per attribute, the metrics on which groups were not tested against the reference (p-value null):
+    the absence of flags there says nothing. One line per attribute."""
+    seen: dict[str, dict[str, list[bool]]] = {}
+    for g in record.get("groups") or []:
+        for m, f in (g.get("flags") or {}).items():
+            if isinstance(f, dict) and f.get("status") in ("neutral", "favoured", "disfavoured"):
+                seen.setdefault(str(g.get("attribute")), {}).setdefault(m, []).append(num(f.get("p_value")) is not None)
+    out = []
+    for attr, by_metric in seen.items():
+        none = [m for m, tested in by_metric.items() if not any(tested)]
+        some = [f"{m} ({tested.count(False)} of {len(tested)} groups)" for m, tested in by_metric.items()
+                if any(tested) and not all(tested)]  # fmt: skip
+        parts = ([f"no group was tested on {', '.join(none)}"] if none else []) + (
+            [f"some groups were not tested on {', '.join(some)}"] if some else [])
+        if parts:
+            out.append(f"{attr}: {'; '.join(parts)} (one question, or the metric defined on one question only, "
+                       "without --respondent-bootstrap): no flag there is no finding")  # fmt: skip
+    return out
+
+
 def _verdict(record: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
     overall = record.get("overall") or {}
     base = record.get("baselines") if isinstance(record.get("baselines"), dict) else {}
@@ -552,7 +573,9 @@ def build_context(
         "suppressed": [{"attribute": str(s.get("attribute")), "group": str(s.get("group")), "n": _scalar(s.get("n"))}
                        for s in suppressed],  # fmt: skip
         "notes": [str(n) for n in record.get("metric_notes") or []],
-        "flag_limits": [str(n) for n in record.get("metric_notes") or [] if "no group can be flagged" in str(n)],
+        "flag_limits": [str(n) for n in record.get("metric_notes") or [] if "no group can be flagged" in str(n)]
+        + _untested(record),
+        "any_untested": bool(_untested(record)),
         "persona_method": meta["method_name"] == "persona",
         "uses_personas": meta["method_name"] != "none",
         "respondents": bool((record.get("bootstrap") or {}).get("respondents")),

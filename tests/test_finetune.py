@@ -207,11 +207,11 @@ def test_suggested_audit_keeps_the_training_survey_and_questions():
     from cvaudit.audit.cli_finetune import audit_command
 
     cfg = SimpleNamespace(country="DE", wvs_file="/data/WVS wave 7.csv", questions="Q1,Q2", min_size=50,
-                          dtype="auto", device="auto", allow_pickle=False)  # fmt: skip
+                          dtype="auto", device="auto", allow_pickle=False, revision=None)  # fmt: skip
     line = audit_command(cfg, "/tmp/adapter")
     assert line.startswith("cvaudit run --method checkpoint --checkpoint /tmp/adapter --country DE ")
     assert "--wvs-file '/data/WVS wave 7.csv' --questions Q1,Q2 --min-size 50 --intersections " in line
     assert "--dtype" not in line and "--device" not in line and "--allow-pickle" not in line
     trusted = audit_command(SimpleNamespace(**{**vars(cfg), "dtype": "bfloat16", "device": "cuda:1",
-                                               "allow_pickle": True}), "/tmp/adapter")  # fmt: skip
-    assert "--dtype bfloat16 --device cuda:1 --allow-pickle --out <dir>" in trusted
+                                               "allow_pickle": True, "revision": "v1.2"}), "/tmp/adapter")  # fmt: skip
+    assert "--revision v1.2 --dtype bfloat16 --device cuda:1 --allow-pickle --out <dir>" in trusted

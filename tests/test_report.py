@@ -506,3 +506,14 @@ def test_cells_and_questions_the_method_left_out_are_listed(record):
     assert "questions left out Q57, Q58" in text and "user-preamble" in text
     plain = _text(render_html(record))
     assert "cells left out" not in plain and "questions left out" not in plain
+
+
+def test_verdict_says_when_groups_were_not_tested():
+    """One question: no p-values, so "no group flagged" must not read as a finding."""
+    one = make_results(n_questions=1, n_boot=200)
+    text = _text(render_html(one))
+    assert "No group is flagged as disfavoured among the groups tested (see below)." in text
+    assert "Flags could not fire here. sex: no group was tested on accuracy" in text
+    assert "no flag there is no finding" in text
+    tested = _text(render_html(make_results(n_questions=8, n_boot=200)))
+    assert "no group was tested" not in tested and "among the groups tested" not in tested
