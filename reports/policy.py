@@ -184,6 +184,7 @@ def parse_policy(raw: Any, source: str = "policy") -> Policy:
     if not isinstance(rules, list):
         raise ConfigError(f"{source}: 'rules' must be a list of rules (each a mapping with metric and checks)")
     checks: list[Check] = []
+    seen: dict[Check, int] = {}  # a check given twice would be reported (and counted) twice
     for i, rule in enumerate(rules):
         where = f"{source}: rules[{i}]"
         if not isinstance(rule, dict):
@@ -223,6 +224,11 @@ def parse_policy(raw: Any, source: str = "policy") -> Policy:
                 checks.append(Check(metric, attribute, name, None, bound))
             else:
                 checks.append(Check(metric, attribute, name, _threshold(name, spec, f"{where}.{name}", metric), bound))
+        for c in checks[before:]:
+            if c in seen:
+                raise ConfigError(f"{where}.{c.check} repeats the check of rules[{seen[c]}] (same metric, attribute, "
+                                  "threshold and bound); remove one")  # fmt: skip
+            seen[c] = i
         if len(checks) == before:  # only disabled checks: the rule looks like a check and checks nothing
             raise ConfigError(f"{where} checks nothing ({', '.join(f'{n}: false' for n in names)}); "
                               "remove the rule or give it an active check")  # fmt: skip

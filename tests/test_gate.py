@@ -215,6 +215,8 @@ def test_gate_files_and_closed_stdout_never_read_as_a_breach(tmp_path, results_f
     ("rules:\n  - metric: accuracy\n    min_ratio: 2\n", "a ratio min/max lies in [0, 1]"),
     ("rules:\n  - metric: accuracy\n    max_cv: -0.1\n", "never negative"),
     ("rules:\n  - metric: accuracy\n    max_gap: 0.1\n    max_gap: 0.9\n", "key 'max_gap' given twice (line 4)"),
+    ("rules:\n  - {metric: accuracy, max_gap: 0.1}\n  - {metric: accuracy, max_gap: 0.1}\n",
+     "rules[1].max_gap repeats the check of rules[0]"),
 ])  # fmt: skip
 def test_policy_mistakes_are_bad_input_not_breaches(tmp_path, results_file, capsys, text, fragment):
     code = run_cli(["gate", str(results_file), "--policy", str(write(tmp_path, text))])
