@@ -100,15 +100,15 @@ def require_active(policy: Policy) -> None:
 
 def _bool(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"policy: {where} must be true or false, got {value!r}")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
     return value
 
 
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"policy: {where} must be a number, got {value!r}")
+        raise ConfigError(f"{where} must be a number, got {value!r}")
     if not math.isfinite(float(value)):
-        raise ConfigError(f"policy: {where} must be a finite number, got {value!r}")
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -153,13 +153,13 @@ def _threshold(name: str, value: Any, where: str, metric: str = "") -> float:
     if not lo <= x <= hi:
         ratio = name.endswith("_ratio")  # min/max: a 1.5 is an inverted ratio, not a percentage
         hint = f"; a percentage? write {x / 100:g} for {x:g}%" if hi == 1.0 and 1.0 < x <= 100.0 and not ratio else ""
-        raise ConfigError(f"policy: {where} = {x:g} can never be met or never fail ({why}); fix the threshold{hint}")
+        raise ConfigError(f"{where} = {x:g} can never be met or never fail ({why}); fix the threshold{hint}")
     return x
 
 
 def _bound(value: Any, where: str) -> str:
     if value not in BOUNDS:
-        raise ConfigError(f"policy: {where} 'on' must be one of {', '.join(BOUNDS)}, got {value!r}")
+        raise ConfigError(f"{where} 'on' must be one of {', '.join(BOUNDS)}, got {value!r}")
     return str(value)
 
 
