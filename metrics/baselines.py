@@ -64,10 +64,10 @@ def uniform_values(batch: ItemBatch, names: Sequence[str]) -> dict[str, np.ndarr
         base = np.where(live, 1.0 / np.maximum(batch.k[:, None], 1), 0.0)
     specs = metric_specs()
     whole = [m for m in names if m in specs and not specs[m].reads_choice]
-    names = [m for m in names if m not in whole]
+    choice = [m for m in names if m not in whole]
     out = compute_metrics(dataclasses.replace(batch, model=base), whole) if whole else {}
-    totals = {m: np.zeros(n) for m in names}
-    for j in range(kmax if names else 0):
+    totals = {m: np.zeros(n) for m in choice}
+    for j in range(kmax if choice else 0):
         use = np.flatnonzero(batch.k > j)  # option j exists for these items
         if not use.size:
             continue
@@ -76,11 +76,11 @@ def uniform_values(batch: ItemBatch, names: Sequence[str]) -> dict[str, np.ndarr
         model /= model.sum(axis=1, keepdims=True)
         model[~live[use]] = 0.0
         sub = batch.take(use)
-        values = compute_metrics(dataclasses.replace(sub, model=model), list(names))
-        for m in names:
+        values = compute_metrics(dataclasses.replace(sub, model=model), choice)
+        for m in choice:
             totals[m][use] += values[m]
     with np.errstate(invalid="ignore", divide="ignore"):
-        out.update({m: np.where(batch.k > 0, totals[m] / np.maximum(batch.k, 1), np.nan) for m in names})
+        out.update({m: np.where(batch.k > 0, totals[m] / np.maximum(batch.k, 1), np.nan) for m in choice})
     return out
 
 
@@ -193,12 +193,10 @@ def baselines(batch: ItemBatch, items: pd.DataFrame, layout: agg.Layout, model_v
     each replicate are scored against the same resampled survey.
     """
     names = list(model_values)
-    sides = _sides(batch, items, names, population, country_attribute)
+    sides = resampled.sides if resampled is not None else _sides(batch, items, names, population, country_attribute)
     found = {key: side(batch, 1) for key, side in sides.items()}
     if "population" in found and all(np.isnan(v).all() for v in found["population"].values()):
-        del found["population"], sides["population"]  # no group but the whole country: nothing to compare
-    if not weights.shape[0]:
-        resampled = None
+        del found["population"]  # no group but the whole country: nothing to compare
     out: dict[str, Any] = {}
     for key, values in found.items():
         entry: dict[str, Any] = {"description": BASELINE_TEXT[key], "overall": {}, "model_minus_baseline": {},

@@ -183,10 +183,9 @@ def evaluate(
         reps = _replicate_sumcounts(batch, layout, specs, weights, blocks, on_block=resampled.add)
     else:
         reps = {n: agg.sum_counts(m, weights) for n, m in matrices.items()}
-    # a group whose metric is defined on one question only (every question, with one in the audit) has
-    # replicates that all equal its point unless respondents are resampled: a paired test would call any
-    # nonzero gap certain, so such a group (or a reference like it) gets no p-value and no flag
-    testable = n_boot > 0 and (n_q > 1 or use_resp)
+    # a group whose metric is defined on one question only (every group, with one question in the audit)
+    # has replicates that all equal its point unless respondents are resampled: a paired test would call
+    # any nonzero gap certain, so such a group (or a reference like it) gets no p-value and no flag
     n_defined = {n: np.isfinite(m).sum(axis=1) for n, m in matrices.items()}  # (G,) questions with a value
     if n_q == 1 and not use_resp:
         notes.append("only one question: the question bootstrap cannot vary, so intervals have zero width and no "
@@ -232,7 +231,7 @@ def evaluate(
         ref_out[attr] = labels[ref_local]
         if len(rows) < 2:
             notes.append(f"attribute {attr!r} has a single group: no disparity figures")
-        elif testable and (floor := holm_floor(len(rows) - 1, n_boot)) >= config.alpha:
+        elif n_boot and (n_q > 1 or use_resp) and (floor := holm_floor(len(rows) - 1, n_boot)) >= config.alpha:
             notes.append(
                 f"attribute {attr!r}: {len(rows) - 1} groups are tested against the reference, so with {n_boot} "
                 f"replicates the smallest Holm-adjusted p-value is {floor:.3f} >= alpha "
@@ -289,7 +288,7 @@ def evaluate(
             ci_rows = (gci[n][0][rows], gci[n][1][rows])
             args = (ref_local, spec.higher_is_better, config.tau, config.alpha)
             group_reps = rmeans[n][:, rows]
-            if testable and not use_resp:
+            if not use_resp:
                 one = n_defined[n][rows] < 2
                 if one[ref_local]:
                     one[:] = True  # against a reference fixed by one question nothing is tested
@@ -298,9 +297,9 @@ def evaluate(
                     if n_q > 1 and np.isfinite(pts[one]).any():
                         notes.append(f"attribute {attr!r}, {n}: groups with a value on one question only are not "
                                      "tested or flagged (their replicates cannot vary)")  # fmt: skip
-            raw = flag_attribute(pts, group_reps if testable else None, ci_rows if testable else None, *args)
-            net = flag_attribute(pts - removed, group_reps - removed if testable else None,
-                                 (ci_rows[0] - removed, ci_rows[1] - removed) if testable else None,
+            raw = flag_attribute(pts, group_reps if n_boot else None, ci_rows if n_boot else None, *args)
+            net = flag_attribute(pts - removed, group_reps - removed if n_boot else None,
+                                 (ci_rows[0] - removed, ci_rows[1] - removed) if n_boot else None,
                                  *args) if correct else raw  # fmt: skip
             for i, r, t, sh, rm in zip(rows, raw, net, shift, removed):
                 # by construction the correction can only remove a flag or raise a p-value (with resampled

@@ -290,8 +290,9 @@ def compare(
         notes.append(f"paired on the {len(qids)} questions both runs audited; {len(held_out)} held out by a run's "
                      f"method ({', '.join(held_out)}) are left out of BASE and OTHER alike, so these figures "
                      "differ from the runs' own reports")  # fmt: skip
+    left_out = left_out_section(rb, ro, skip)
     if skip:
-        notes.append(left_out_note(rb, ro, skip))
+        notes.append(left_out_note(left_out, len(skip)))
     if (rb.get("data") or {}).get("sha256") != (ro.get("data") or {}).get("sha256"):
         notes.append("the two runs used survey files with different hashes (same groups and questions)")
     resampled = [side for side, r in (("BASE", rb), ("OTHER", ro)) if (r.get("bootstrap") or {}).get("respondents")]
@@ -310,7 +311,7 @@ def compare(
         "country": (rb.get("data") or {}).get("country"),
         "n_questions": len(qids),
         "questions": {"paired": list(qids), "held_out": held_out},
-        "left_out_cells": left_out_section(rb, ro, skip),
+        "left_out_cells": left_out,
         "bootstrap": {"unit": "question", "paired": True, "replicates": int(len(idx)), "level": level, "seed": seed,
                       "min_change": float(min_change), "changes_called": calls},  # fmt: skip
         "same_results": same,
@@ -332,15 +333,14 @@ def left_out_section(base: dict[str, Any], other: dict[str, Any], skip: set[tupl
     return rows
 
 
-def left_out_note(base: dict[str, Any], other: dict[str, Any], skip: set[tuple[str, str, str]]) -> str:
-    """Why the paired figures leave ``skip`` out: which run excluded them, and its recorded reason."""
+def left_out_note(rows: list[dict], n_skipped: int) -> str:
+    """Why the paired figures leave cells out (the rows of :func:`left_out_section`): which run, and its reason."""
     why = []
-    for side, record in (("BASE", base), ("OTHER", other)):
-        own = _cells_excluded(record) & skip
+    for side in ("BASE", "OTHER"):
+        own = [r for r in rows if r["excluded_by"] == side]
         if own:
-            reason = (record.get("excluded_cells") or {}).get("reason") or "left out by its method"
-            why.append(f"{len(own)} excluded by {side} ({reason})")
-    return (f"paired on the (group, question) cells both runs audited: {len(skip)} cell(s) in one run only are left "
+            why.append(f"{len(own)} excluded by {side} ({own[0]['reason']})")
+    return (f"paired on the (group, question) cells both runs audited: {n_skipped} cell(s) in one run only are left "
             f"out of BASE and OTHER alike ({'; '.join(why)}), so these figures differ from the runs' own "
             "reports")  # fmt: skip
 

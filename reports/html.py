@@ -536,6 +536,7 @@ def build_context(
     details = {str(d["id"]): d for d in (record.get("questions") or {}).get("details") or [] if "id" in d}
     data = record.get("data") or {}
     meta = _meta(record, signer)
+    untested = _untested(record)
     suppressed = (record.get("subgroups") or {}).get("suppressed") or []
     policy = None
     if gate is not None:
@@ -574,8 +575,8 @@ def build_context(
                        for s in suppressed],  # fmt: skip
         "notes": [str(n) for n in record.get("metric_notes") or []],
         "flag_limits": [str(n) for n in record.get("metric_notes") or [] if "no group can be flagged" in str(n)]
-        + _untested(record),
-        "any_untested": bool(_untested(record)),
+        + untested,
+        "any_untested": bool(untested),
         "persona_method": meta["method_name"] == "persona",
         "uses_personas": meta["method_name"] != "none",
         "respondents": bool((record.get("bootstrap") or {}).get("respondents")),

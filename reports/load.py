@@ -139,8 +139,9 @@ FLAG_STATUSES = ("favoured", "disfavoured", "neutral", "reference", "undefined")
 # the built-in metrics all lie in [0, 1]; a plug-in metric's range is its own, so only these are range-checked
 UNIT_METRICS = frozenset({"accuracy", "nmae", "representativeness", "similarity"})
 # disparity figures of a metric in [0, 1] (cv = std / mean is unbounded above)
-UNIT_FIGURE_RANGE = {"gap": (0.0, 1.0), "ratio": (0.0, 1.0), "normalised_range": (0.0, 1.0), "cv": (0.0, math.inf),
-                     "max_abs_to_overall": (0.0, 1.0), "overall": (0.0, 1.0)}  # fmt: skip
+UNIT = (0.0, 1.0)
+UNIT_FIGURE_RANGE = {"gap": UNIT, "ratio": UNIT, "normalised_range": UNIT, "cv": (0.0, math.inf),
+                     "max_abs_to_overall": UNIT, "overall": UNIT}  # fmt: skip
 SLACK = 1e-9  # floating-point rounding at the ends of a range
 
 
@@ -159,8 +160,9 @@ def _not_number(x: Any) -> bool:
     return x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)))
 
 
-def _check_figure(fig: dict[str, Any], where: str, damaged: Any) -> None:
-    """``value`` a number or null, ``ci`` null or a list of numbers/nulls (NaN and Infinity read as not defined)."""
+def _check_figure(fig: dict[str, Any], where: str, damaged: Any, bounds: tuple[float, float] | None = None) -> None:
+    """``value`` a number or null, ``ci`` null or a list of numbers/nulls (NaN and Infinity read as not defined);
+    with ``bounds`` (a built-in metric's figure), every finite number within them."""
     if "value" not in fig:
         raise damaged(where, "has no value (a figure that is not defined is written value: null)")
     if _not_number(fig["value"]):
@@ -171,6 +173,8 @@ def _check_figure(fig: dict[str, Any], where: str, damaged: Any) -> None:
     lo, hi = (finite_number(ci[0]), finite_number(ci[1])) if ci is not None else (None, None)
     if lo is not None and hi is not None and lo > hi + SLACK * max(1.0, abs(lo)):
         raise damaged(f"{where}.ci", f"is {ci!r}: its lower end is above its upper end")
+    if bounds is not None:
+        _in_range(fig, where, bounds, damaged)
 
 
 def _check_figures(record: dict[str, Any], damaged: Any) -> None:
@@ -186,18 +190,14 @@ def _check_figures(record: dict[str, Any], damaged: Any) -> None:
     for m in metrics:
         if m not in record["overall"]:
             raise damaged("overall", f"has no {m} (the groups have it)")
-        _check_figure(record["overall"][m], f"overall.{m}", damaged)
-        if m in UNIT_METRICS:
-            _in_range(record["overall"][m], f"overall.{m}", (0.0, 1.0), damaged)
+        _check_figure(record["overall"][m], f"overall.{m}", damaged, UNIT if m in UNIT_METRICS else None)
     attributes: dict[str, None] = {}
     for i, g in enumerate(record["groups"]):
         attributes[str(g["attribute"])] = None
         for m in metrics:
             if m not in g["metrics"]:
                 raise damaged(f"groups[{i}].metrics", f"has no {m} ({g['attribute']}={g['group']})")
-            _check_figure(g["metrics"][m], f"groups[{i}].metrics.{m}", damaged)
-            if m in UNIT_METRICS:
-                _in_range(g["metrics"][m], f"groups[{i}].metrics.{m}", (0.0, 1.0), damaged)
+            _check_figure(g["metrics"][m], f"groups[{i}].metrics.{m}", damaged, UNIT if m in UNIT_METRICS else None)
     seen: dict[tuple[str, str], int] = {}
     for i, d in enumerate(record["disparity"]):
         key = (str(d["attribute"]), str(d["metric"]))
@@ -208,9 +208,8 @@ def _check_figures(record: dict[str, Any], damaged: Any) -> None:
             if f in d:
                 if not isinstance(d[f], dict):
                     raise damaged(f"disparity[{i}].{f}", "must be a {value, ci} figure")
-                _check_figure(d[f], f"disparity[{i}].{f}", damaged)
-                if key[1] in UNIT_METRICS:
-                    _in_range(d[f], f"disparity[{i}].{f}", UNIT_FIGURE_RANGE[f], damaged)
+                _check_figure(d[f], f"disparity[{i}].{f}", damaged,
+                              UNIT_FIGURE_RANGE[f] if key[1] in UNIT_METRICS else None)  # fmt: skip
             elif f != "overall":
                 raise damaged(f"disparity[{i}]", f"has no {f} ({key[1]} across {key[0]})")
     for a in attributes:
@@ -229,10 +228,8 @@ def _check_figures(record: dict[str, Any], damaged: Any) -> None:
                 for m in metrics:
                     if not isinstance(figs.get(m), dict):
                         raise damaged(f"baselines.{key}.{part}", f"has no {m} figure")
-                    _check_figure(figs[m], f"baselines.{key}.{part}.{m}", damaged)
-                    if m in UNIT_METRICS:
-                        bounds = (0.0, 1.0) if part == "overall" else (-1.0, 1.0)
-                        _in_range(figs[m], f"baselines.{key}.{part}.{m}", bounds, damaged)
+                    bounds = (UNIT if part == "overall" else (-1.0, 1.0)) if m in UNIT_METRICS else None
+                    _check_figure(figs[m], f"baselines.{key}.{part}.{m}", damaged, bounds)
 
 
 def _check_items(record: dict[str, Any], damaged: Any) -> None:
@@ -256,8 +253,8 @@ def _check_items(record: dict[str, Any], damaged: Any) -> None:
             v = values[m]
             if v is not None and finite_number(v) is None:
                 raise damaged(f"items[{i}].metrics.{m}", f"{label} is {v!r}, not a finite number or null")
-            if v is not None and m in UNIT_METRICS and not -SLACK <= v <= 1 + SLACK:
-                raise damaged(f"items[{i}].metrics.{m}", f"{label} is {v!r}, outside [0, 1] where {m} lies")
+            if v is not None and m in UNIT_METRICS:
+                _in_range({"value": v}, f"items[{i}].metrics.{m} {label}", UNIT, damaged)
     _check_grid(record, damaged)
 
 
