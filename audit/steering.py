@@ -209,6 +209,14 @@ def check_layers(model: Any, layers: Sequence[int]) -> list[int]:
     return sorted(set(out))
 
 
+def check_width(model: Any, vec: Any, what: str) -> None:
+    """Refuse a vector whose length is not the model's hidden size (vectors of another model)."""
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+    n = _as_tensor(vec).numel()
+    if hidden is not None and n != hidden:
+        raise ConfigError(f"{what} has {n} values but the model's hidden size is {hidden}; fit the vectors on this model")
+
+
 def parse_int_list(text: str | int | Sequence[int] | None) -> list[int] | None:
     """``"8,12"`` -> [8, 12]; None or "" -> None."""
     if text is None or text == "":
@@ -249,17 +257,12 @@ def steering_hooks(model: Any, additions: Mapping[int, Any], alpha: float = 1.0)
     model's outputs return exactly to the unsteered values.
     """
     layers = decoder_layers(model)
-    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
     handles = []
     try:
         for layer, vec in additions.items():
             index = check_layers(model, [layer])[0]
+            check_width(model, vec, f"steering vector for layer {layer}")
             delta = _as_tensor(vec).flatten() * float(alpha)
-            if hidden is not None and delta.numel() != hidden:
-                raise ConfigError(
-                    f"steering vector for layer {layer} has {delta.numel()} values but the model's hidden size is {hidden}; "
-                    "fit the vectors on this model"
-                )
             cache: dict[tuple[Any, Any], torch.Tensor] = {}
 
             def hook(module: Any, args: Any, output: Any, _delta: torch.Tensor = delta, _cache: dict = cache) -> Any:

@@ -192,7 +192,7 @@ class SteeringMethod(Method):
         on-the-fly fit has its layers and persona texts checked, without fitting.
         """
         from ..questions import load_bank
-        from ..steering import calibration_split, check_layers, default_layer
+        from ..steering import calibration_split, check_layers, check_width, default_layer
 
         model = ctx.scorer.model
         typed = {}  # normalised layer -> as the user typed it (-1 for the last), for messages
@@ -218,19 +218,10 @@ class SteeringMethod(Method):
             return
         sv = self._vectors(ctx)
         layers = self.layer if self.layer is not None else check_layers(model, list(sv.layers))
-        unfitted = [layer for layer in layers if layer not in sv.layers]
-        if unfitted:
-            raise ConfigError(f"the vectors were fitted at layers {list(sv.layers)}, not {unfitted}; "
-                              "pick one of those with --steer-layer or re-fit with --layers")  # fmt: skip
-        names = self._names(sv, ctx.groups)
-        hidden = getattr(getattr(model, "config", None), "hidden_size", None)
-        for name in sorted(set(names.values())):
+        sv.additions(sv.names[0], layers)  # layers the file lacks are named before groups it lacks
+        for name in sorted(set(self._names(sv, ctx.groups).values())):
             for layer, vec in sv.additions(name, layers).items():
-                if hidden is not None and vec.numel() != hidden:
-                    raise ConfigError(
-                        f"steering vector {name!r} at layer {layer} has {vec.numel()} values but the model's hidden "
-                        f"size is {hidden}; fit the vectors on this model"
-                    )
+                check_width(model, vec, f"steering vector {name!r} at layer {layer}")
         self._checked = sv
 
     # ------------------------------------------------------------------ predict
