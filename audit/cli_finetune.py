@@ -7,8 +7,9 @@ from typing import Any
 import click
 
 from .finetune import DEFAULT_LR, DEFAULT_TARGETS, PAPER_LR
+from .splits import HELDOUT_INTERSECTIONS
 
-HELDOUT_HINT = "age:religion,age:ethnicity,ethnicity:religion"
+HELDOUT_HINT = ",".join(HELDOUT_INTERSECTIONS)
 
 
 @click.command(name="finetune")

@@ -31,6 +31,8 @@ from .types import DataSource, Group, ItemPrediction, Question
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from .methods.base import HeldOutCells
+
 SCHEMA_VERSION = "1"
 TIMING_FIELDS = ("created_at", "timings", "device")
 ITEM_COLUMNS = (
@@ -224,18 +226,19 @@ def build_items(
     return pd.DataFrame(rows, columns=list(ITEM_COLUMNS))
 
 
-def excluded_cells_section(groups: Sequence[Group], questions: Sequence[Question], held: Any) -> dict[str, Any] | None:
+def excluded_cells_section(groups: Sequence[Group], questions: Sequence[Question],
+                           held: HeldOutCells) -> dict[str, Any] | None:  # fmt: skip
     """results.json "excluded_cells": the method's training cells left out of every figure, or None (absent).
 
     Listed by attribute, group label and question id (group then question order), the
     keys of ``items``, so compare can tell a cell a run held out from a damaged file.
     """
-    cells = set(getattr(held, "cells", ()) or ())
+    cells = set(held.cells)
     if not cells:
         return None
     listed = [{"attribute": g.attribute, "group": g.label, "question": q.id}
               for g in groups for q in questions if (g.id, q.id) in cells]  # fmt: skip
-    return {"reason": str(getattr(held, "reason", "") or "the method was fitted on these cells"), "cells": listed}
+    return {"reason": str(held.reason or "the method was fitted on these cells"), "cells": listed}
 
 
 def groups_frame(groups: Sequence[Group]) -> pd.DataFrame:

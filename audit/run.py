@@ -357,12 +357,14 @@ def _audit(config: RunConfig, say: Log, clock: Clock, method: Method, country: C
     # 5. outputs: the complete results.json first (the single source), then the item tables and the report
     created = res.now_utc()  # one creation time for the record, its report and its final rewrite
 
+    excluded_cells = res.excluded_cells_section(groupset.groups, questions, held)  # once; record() is built 3 times
+
     def record() -> dict:
         return res.assemble(
             config=config, model_info=dict(loaded.info), method=method, source=survey.source,
             questions=questions, suppressed=groupset.suppressed, items=items, evaluation=evaluation,
             unavailable=unavailable(groupset), question_notes=question_notes, excluded=excluded,
-            cell_notes=held.notes, excluded_cells=res.excluded_cells_section(groupset.groups, questions, held),
+            cell_notes=held.notes, excluded_cells=excluded_cells,
             timings=clock.summary(), device=res.device_info(loaded), method_report=ctx.extra.get("method_report"),
             engine_stats=getattr(engine, "stats", None), created_at=created,
         )  # fmt: skip

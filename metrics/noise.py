@@ -200,7 +200,8 @@ def size_shift(
     if not len(gi) or not len(ri):
         return out
     rng = np.random.default_rng([int(seed), 2, ref_row])
-    n_own_ref = np.maximum(1.0, np.round(n_ref_item[ri])).astype(np.int64)
+    n_ref_draw = np.maximum(1.0, np.round(np.nan_to_num(n_ref_item, nan=1.0))).astype(np.int64)  # per item
+    n_own_ref = n_ref_draw[ri]
     target = reference_closeness(batch, ri, n_own_ref, rng, draws, chunk)
     if target is None:
         return out
@@ -208,8 +209,7 @@ def size_shift(
     lam = _matching_lam(batch, gi, pos_arr, len(rows), target)
     sub = _line(batch, gi, lam[pos_arr])
     at_group = _expected(sub, sizes[gi].astype(np.int64), _metrics(names), rng, draws, chunk)
-    at_ref = _expected(sub, np.maximum(1.0, np.round(n_ref_item[gi])).astype(np.int64), _metrics(names), rng, draws,
-                       chunk)  # fmt: skip
+    at_ref = _expected(sub, n_ref_draw[gi], _metrics(names), rng, draws, chunk)
     known = np.bincount(pos_arr, minlength=len(rows)) > 0
     for m in names:
         d = at_group[m] - at_ref[m]

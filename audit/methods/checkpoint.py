@@ -28,6 +28,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
+from ..splits import HELDOUT_INTERSECTIONS
 from ..types import ItemPrediction
 from .base import HeldOutCells, Method, MethodContext, PromptSpec, register_method
 from .params import as_bool
@@ -35,7 +36,7 @@ from .params import as_bool
 PARAMS = ("checkpoint", "base", "allow_pickle", "compare_base", "template", "on_overlap")
 OVERLAP = ("exclude", "keep", "error")
 #: what to audit instead of the training cells
-HELDOUT_ADVICE = ("audit the held-out combinations (--intersections age:religion,age:ethnicity,ethnicity:religion) "
+HELDOUT_ADVICE = (f"audit the held-out combinations (--intersections {','.join(HELDOUT_INTERSECTIONS)}) "
                   "or questions it was not trained on")  # fmt: skip
 
 @register_method("checkpoint")
@@ -181,7 +182,7 @@ class CheckpointMethod(Method):
     def _role(self, group: Any) -> str:
         from ..splits import role_of
 
-        return role_of(group, self.split.get("split") or {}) if self.split else "unseen"
+        return role_of(group, self.split.get("split") or {})  # only asked once a split is known
 
     def _overlap(self, cells: frozenset[tuple[str, str]], n_groups: int, n_questions: int,
                  q_note: str | None) -> HeldOutCells:
