@@ -89,7 +89,6 @@ SYSTEM_ROLE = "system"  # the persona is the template's system message
 USER_PREAMBLE = "user-preamble"  # the template rejects a system role: persona, blank line, question in the user turn
 PLAIN_PREAMBLE = "plain-preamble"  # no chat template: persona, blank line, question in plain text
 _PROBE = [{"role": "system", "content": "cvaudit probe"}, {"role": "user", "content": "cvaudit probe"}]
-_ROLES: weakref.WeakKeyDictionary | dict = weakref.WeakKeyDictionary()
 
 
 def _accepts_system_role(tokenizer: Any) -> bool:
@@ -110,14 +109,11 @@ def persona_role(tokenizer: Any) -> str:
     """
     if not has_chat_template(tokenizer):
         return PLAIN_PREAMBLE
-    try:
-        memo = _ROLES.setdefault(tokenizer, {})
-    except TypeError:  # not weak-referenceable
-        memo = {}
-    template = str(tokenizer.chat_template)
-    if template not in memo:
-        memo[template] = SYSTEM_ROLE if _accepts_system_role(tokenizer) else USER_PREAMBLE
-    return memo[template]
+    memo = _memo(tokenizer)  # the per-tokenizer memo the option tokens use too
+    key = ("persona_role", str(tokenizer.chat_template))
+    if key not in memo:
+        memo[key] = SYSTEM_ROLE if _accepts_system_role(tokenizer) else USER_PREAMBLE
+    return memo[key]
 
 
 def _messages(tokenizer: Any, system: str | None, user: str) -> list[dict[str, str]]:

@@ -84,7 +84,7 @@ class DiscaMethod(Method):
         on_overlap: str = "exclude",
         **unknown: Any,
     ) -> None:
-        from cvaudit.personas.panel import check_panel_size
+        from cvaudit.personas.panel import WHOLE_MODES, check_panel_size
 
         if unknown:
             raise ConfigError(f"unknown disca parameter(s) {', '.join(sorted(unknown))}; valid: {', '.join(PARAMS)}")
@@ -109,8 +109,8 @@ class DiscaMethod(Method):
         split = str(panel_split).strip().lower()
         if split not in SPLITS:
             raise ConfigError(f"method param panel_split must be one of {', '.join(SPLITS)}, got {panel_split!r}")
-        if whole_persona not in ("persona", "wvs"):
-            raise ConfigError(f"method param whole_persona must be persona or wvs, got {whole_persona!r}")
+        if whole_persona not in WHOLE_MODES:  # the panel's own modes, refused before any scoring
+            raise ConfigError(f"method param whole_persona must be one of {', '.join(WHOLE_MODES)}, got {whole_persona!r}")
         if on_overlap not in OVERLAP:
             raise ConfigError(f"method param on_overlap must be one of {', '.join(OVERLAP)}, got {on_overlap!r}")
         self.on_overlap = on_overlap
