@@ -169,6 +169,11 @@ def _normalised(dist: Sequence[float], where: str) -> list[float]:
     return (d / d.sum()).tolist()
 
 
+def scored(t: Any) -> bool:
+    """Whether a ground-truth row gives a figure: not suppressed (enough valid answers) and with a distribution."""
+    return not bool(t.suppressed) and t.human_dist is not None
+
+
 def build_items(
     groups: Sequence[Group],
     questions: Sequence[Question],
@@ -197,7 +202,7 @@ def build_items(
             if (g.id, q.id) in skip:
                 continue
             t = by_cell.get((g.attribute, g.label, q.id))
-            if t is None or bool(t.suppressed) or t.human_dist is None:
+            if t is None or not scored(t):
                 continue
             pred = predictions.get((g.id, q.id))
             if pred is None:

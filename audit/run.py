@@ -170,9 +170,11 @@ def check_reference(config: RunConfig, groups: Any) -> None:
 
 def scored_cells(groups: Any, truth: Any) -> set[tuple[str, str]]:
     """(group.id, question.id) of every cell with a non-suppressed ground truth: the cells figures use."""
+    from .results import scored
+
     ids = {(g.attribute, g.label): g.id for g in groups}
     return {(ids[(r.attribute, r.group)], r.question) for r in truth.itertuples(index=False)
-            if not bool(r.suppressed) and r.human_dist is not None and (r.attribute, r.group) in ids}  # fmt: skip
+            if scored(r) and (r.attribute, r.group) in ids}  # fmt: skip
 
 
 def hold_out_cells(method: Method, groups: list[Group], questions: list[Question], country: Country,
