@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,19 +58,6 @@ def _cells_excluded(record: dict[str, Any]) -> set[tuple[str, str, str]]:
     return {(str(c["attribute"]), str(c["group"]), str(c["question"])) for c in listed}
 
 
-def left_out_cells(base: dict[str, Any], other: dict[str, Any], qids: Sequence[str]) -> set[tuple[str, str, str]]:
-    """Cells on the paired questions that one run has and the other left out (its ``excluded_cells``).
-
-    Both matrices drop them, so BASE and OTHER are averaged over the same cells: a
-    checkpoint run without its training cells against a base run with them would
-    otherwise compare different samples.
-    """
-    shared = set(qids)
-    cellb = {c for c in _key_sets(base)[2] if c[2] in shared}
-    cello = {c for c in _key_sets(other)[2] if c[2] in shared}
-    return (cellb - cello) | (cello - cellb)
-
-
 def common_questions(base: dict[str, Any], other: dict[str, Any]) -> list[str]:
     """The question ids both runs audited, in BASE's order, when the sets differ only by held-out questions.
 
@@ -85,10 +73,28 @@ def common_questions(base: dict[str, Any], other: dict[str, Any]) -> list[str]:
                     f"only in OTHER: {', '.join(only_o[:5]) or '-'}); run both with the same --questions")  # fmt: skip
 
 
-def check_pair(base: dict[str, Any], other: dict[str, Any]) -> list[str]:
+Cell = tuple[str, str, str]  # (attribute, group label, question id), the key of results.json items
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """What two runs are compared on: the paired questions and the cells both runs audited.
+
+    ``left_out``: cells on the paired questions that one run has and the other's method
+    left out (its ``excluded_cells``). Both matrices drop them, so BASE and OTHER are
+    averaged over the same cells: a checkpoint run without its training cells against a
+    base run with them would otherwise compare different samples.
+    """
+
+    qids: tuple[str, ...]
+    cells: frozenset[Cell]
+    left_out: frozenset[Cell]
+
+
+def check_pair(base: dict[str, Any], other: dict[str, Any]) -> Pairing:
     """Refuse files that cannot be paired: different country, question set or groups (one line each).
 
-    Returns the question ids to pair on (:func:`common_questions`).
+    Returns the questions (:func:`common_questions`) and cells to pair on.
     """
     cb = ((base.get("data") or {}).get("country") or {}).get("alpha2")
     co = ((other.get("data") or {}).get("country") or {}).get("alpha2")
@@ -117,23 +123,21 @@ def check_pair(base: dict[str, Any], other: dict[str, Any]) -> list[str]:
         raise DataError("cannot compare: the runs share no (group, question) cell (one run's method left out every "
                         "cell the other audited); audit groups or questions that both runs keep")  # fmt: skip
     # same country, groups and questions but another survey file is allowed: compare() notes it
-    return qids
+    return Pairing(tuple(qids), frozenset(cellb & cello), frozenset(cellb ^ cello))
 
 
-def _matrix(record: dict[str, Any], metric: str, groups: list[tuple[str, str]], qids: list[str],
-            skip: set[tuple[str, str, str]] | frozenset[tuple[str, str, str]] = frozenset()) -> np.ndarray:
-    """Groups x paired questions of one metric; ``skip``: cells the other run left out (:func:`left_out_cells`)."""
+def _matrix(record: dict[str, Any], metric: str, groups: list[tuple[str, str]], pairing: Pairing) -> np.ndarray:
+    """Groups x paired questions of one metric, from the paired cells only (:class:`Pairing`)."""
     gi = {g: i for i, g in enumerate(groups)}
-    qi = {q: j for j, q in enumerate(qids)}
-    mat = np.full((len(groups), len(qids)), np.nan)
+    qi = {q: j for j, q in enumerate(pairing.qids)}
+    mat = np.full((len(groups), len(pairing.qids)), np.nan)
     for it in record.get("items") or []:
-        if str(it["question"]) not in qi:
-            continue  # held out by the other run's method: not paired
-        if (str(it["attribute"]), str(it["group"]), str(it["question"])) in skip:
-            continue  # a cell the other run's method left out (its training cells): not paired
+        a, g, q = str(it["attribute"]), str(it["group"]), str(it["question"])
+        if (a, g, q) not in pairing.cells:
+            continue  # a held-out question, or a cell the other run's method left out: not paired
         v = (it.get("metrics") or {}).get(metric)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            mat[gi[(str(it["attribute"]), str(it["group"]))], qi[str(it["question"])]] = float(v)
+            mat[gi[(a, g)], qi[q]] = float(v)
     return mat
 
 
@@ -194,7 +198,8 @@ def compare(
     note says so); one replicate is refused (ConfigError).
     """  # fmt: skip
     rb, ro = load_results(base), load_results(other)
-    qids = check_pair(rb, ro)
+    pairing = check_pair(rb, ro)
+    qids = pairing.qids
     boot = rb.get("bootstrap") or {}
     if not (isinstance(min_change, (int, float)) and 0.0 <= float(min_change) <= 1.0):
         raise ConfigError(f"min_change must lie in [0, 1] (no figure changes by more), got {min_change!r}")
@@ -204,7 +209,6 @@ def compare(
     all_b, groups, _cells = _key_sets(rb)
     held_out = [q for q in all_b if q not in set(qids)] + [q for q in _key_sets(ro)[0] if q not in set(all_b)]
     metrics = [m for m in metric_names(rb) if m in metric_names(ro)]
-    skip = left_out_cells(rb, ro, qids)
     idx = question_indices(len(qids), n_boot, seed) if n_boot > 0 and qids else np.zeros((0, len(qids)), dtype=np.int64)
     w = replicate_counts(idx, len(qids)) if len(idx) else None
     w0 = point_weights(len(qids))
@@ -218,7 +222,7 @@ def compare(
     out_overall, out_groups, out_disp = [], [], []
     for m in metrics:
         higher = higher_is_better(m, rb)
-        mb, mo = _matrix(rb, m, groups, qids, skip), _matrix(ro, m, groups, qids, skip)
+        mb, mo = _matrix(rb, m, groups, pairing), _matrix(ro, m, groups, pairing)
         pb, po = sum_counts(mb, w0), sum_counts(mo, w0)
         rb_sc = None if w is None else sum_counts(mb, w)
         ro_sc = None if w is None else sum_counts(mo, w)
@@ -290,9 +294,9 @@ def compare(
         notes.append(f"paired on the {len(qids)} questions both runs audited; {len(held_out)} held out by a run's "
                      f"method ({', '.join(held_out)}) are left out of BASE and OTHER alike, so these figures "
                      "differ from the runs' own reports")  # fmt: skip
-    left_out = left_out_section(rb, ro, skip)
-    if skip:
-        notes.append(left_out_note(left_out, len(skip)))
+    left_out = left_out_section(rb, ro, pairing.left_out)
+    if pairing.left_out:
+        notes.append(left_out_note(left_out, len(pairing.left_out)))
     if (rb.get("data") or {}).get("sha256") != (ro.get("data") or {}).get("sha256"):
         notes.append("the two runs used survey files with different hashes (same groups and questions)")
     resampled = [side for side, r in (("BASE", rb), ("OTHER", ro)) if (r.get("bootstrap") or {}).get("respondents")]
@@ -323,7 +327,7 @@ def compare(
     }
 
 
-def left_out_section(base: dict[str, Any], other: dict[str, Any], skip: set[tuple[str, str, str]]) -> list[dict]:
+def left_out_section(base: dict[str, Any], other: dict[str, Any], skip: frozenset[Cell]) -> list[dict]:
     """The cells left out of both sides, each with the run that excluded it and that run's reason (sorted)."""
     rows = []
     for side, record in (("BASE", base), ("OTHER", other)):
