@@ -334,7 +334,8 @@ def evaluate(
         # how to read each metric, recorded so the report, gate and compare never depend on which plug-ins
         # the reading process happens to have registered
         "metric_info": {n: {"higher_is_better": bool(sp.higher_is_better), "needs_ordinal": bool(sp.needs_ordinal),
-                            "description": str(sp.description)} for n, sp in specs.items()},  # fmt: skip
+                            "description": str(sp.description),
+                            "bounds": None if sp.bounds is None else list(sp.bounds)} for n, sp in specs.items()},  # fmt: skip
         "flags": {"tau": float(config.tau), "alpha": float(config.alpha), "correction": "holm",
                   "reference": ref_out, "noise_corrected": correct,
                   "noise_draws": int(config.noise_draws) if correct else 0},  # fmt: skip

@@ -205,15 +205,18 @@ def batch_from_items(items: pd.DataFrame) -> ItemBatch:
 
 # ---------------------------------------------------------------- built-in metrics
 
+UNIT = (0.0, 1.0)  # every built-in metric lies in [0, 1] (docs/metrics.md)
 
-@register_metric("accuracy", higher_is_better=True, description="1 if the model's top option is a modal answer")
+
+@register_metric("accuracy", higher_is_better=True, bounds=UNIT,
+                 description="1 if the model's top option is a modal answer")  # fmt: skip
 def accuracy(b: ItemBatch) -> np.ndarray:
     """1 if argmax D_M is one of the (possibly tied) human modes, else 0."""
     choice = b.model_choice
     return b.modes[np.arange(len(b)), choice].astype(float)
 
 
-@register_metric("nmae", higher_is_better=False, needs_ordinal=True,
+@register_metric("nmae", higher_is_better=False, needs_ordinal=True, bounds=UNIT,
                  description="ordinal distance from the model's top option to the nearest mode, / (K-1)")  # fmt: skip
 def nmae(b: ItemBatch) -> np.ndarray:
     """|pos(argmax D_M) - pos(nearest mode)| / (K - 1)."""
@@ -240,7 +243,7 @@ def wasserstein1(b: ItemBatch) -> np.ndarray:
     return np.sum(np.abs(cdf) * np.diff(p, axis=1), axis=1)
 
 
-@register_metric("representativeness", higher_is_better=True, needs_ordinal=True, reads_choice=False,
+@register_metric("representativeness", higher_is_better=True, needs_ordinal=True, reads_choice=False, bounds=UNIT,
                  description="1 - W1(D_M, D_H) / (K-1) on the ordinal positions (OpinionQA)")  # fmt: skip
 def representativeness(b: ItemBatch) -> np.ndarray:
     """1 - W1 / (K - 1)."""
@@ -258,7 +261,7 @@ def js_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(div, 0.0, None))
 
 
-@register_metric("similarity", higher_is_better=True, reads_choice=False,
+@register_metric("similarity", higher_is_better=True, reads_choice=False, bounds=UNIT,
                  description="1 - Jensen-Shannon distance (base 2) between D_M and D_H (GlobalOpinionQA)")  # fmt: skip
 def similarity(b: ItemBatch) -> np.ndarray:
     """1 - JSD(D_M, D_H), base 2, so in [0, 1]."""

@@ -9,6 +9,7 @@ as padded arrays and returns one float per item: vectorised, no per-row Python.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,6 +34,9 @@ class MetricSpec:
     #: False for a metric of the whole distribution that never reads the model's top option
     #: (similarity, representativeness): a uniform baseline then needs no tie-breaks for it
     reads_choice: bool = True
+    #: the values one item can take, (lo, hi), or None where unknown: figures outside it mark a damaged
+    #: results file and policy thresholds outside it a policy mistake
+    bounds: tuple[float, float] | None = None
 
 
 _REGISTRY: dict[str, MetricSpec] = {}
@@ -40,14 +44,19 @@ _REGISTRY: dict[str, MetricSpec] = {}
 
 def register_metric(
     name: str, *, higher_is_better: bool = True, needs_ordinal: bool = False, description: str = "",
-    reads_choice: bool = True,
+    reads_choice: bool = True, bounds: tuple[float, float] | None = None,
 ) -> Callable[[MetricFn], MetricFn]:
     """Decorator: register ``fn(batch) -> np.ndarray[n_items]`` under ``name`` (re-registering replaces)."""
+    if bounds is not None:
+        lo, hi = (float(b) for b in bounds)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"bounds of metric {name!r} must be finite with lo < hi, got {bounds!r}")
+        bounds = (lo, hi)
 
     def deco(fn: MetricFn) -> MetricFn:
         lines = (fn.__doc__ or "").strip().splitlines()
         doc = description or (lines[0] if lines else "")
-        _REGISTRY[name] = MetricSpec(name, fn, higher_is_better, needs_ordinal, doc, reads_choice)
+        _REGISTRY[name] = MetricSpec(name, fn, higher_is_better, needs_ordinal, doc, reads_choice, bounds)
         return fn
 
     return deco

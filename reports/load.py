@@ -131,18 +131,65 @@ def _check_entries(record: dict[str, Any], name: str) -> None:
             raise damaged("excluded_cells", "must be {reason, cells: [{attribute, group, question}, ...]}")
         if not isinstance(excluded.get("reason", ""), (str, type(None))):
             raise damaged("excluded_cells.reason", "must be a string")
+    _check_metric_info(record, damaged)
     _check_figures(record, damaged)
     _check_items(record, damaged)
 
 
 FLAG_STATUSES = ("favoured", "disfavoured", "neutral", "reference", "undefined")
-# the built-in metrics all lie in [0, 1]; a plug-in metric's range is its own, so only these are range-checked
-UNIT_METRICS = frozenset({"accuracy", "nmae", "representativeness", "similarity"})
-# disparity figures of a metric in [0, 1] (cv = std / mean is unbounded above)
-UNIT = (0.0, 1.0)
-UNIT_FIGURE_RANGE = {"gap": UNIT, "ratio": UNIT, "normalised_range": UNIT, "cv": (0.0, math.inf),
-                     "max_abs_to_overall": UNIT, "overall": UNIT}  # fmt: skip
 SLACK = 1e-9  # floating-point rounding at the ends of a range
+
+
+def metric_bounds(metric: str, record: dict[str, Any] | None = None) -> tuple[float, float] | None:
+    """The values one item of ``metric`` can take: as the file records it (``metric_info.bounds``, checked
+    on load), else as the metric registry declares it; None where unknown (a plug-in without bounds)."""
+    info = metric_info(record, metric)
+    if "bounds" in info:
+        b = info["bounds"]
+        return None if b is None else (float(b[0]), float(b[1]))
+    from cvaudit.metrics import metric_specs
+
+    spec = metric_specs().get(metric)
+    return None if spec is None else spec.bounds
+
+
+def figure_bounds(bounds: tuple[float, float] | None, figure: str) -> tuple[float, float] | None:
+    """Where a figure of a metric in ``bounds`` lies: a mean ("value", "overall") in the metric's own range,
+    a gap or distance within its width, a model-minus-baseline within +- the width; for a metric that is
+    never negative the ratio and normalised range lie in [0, 1] and the CV is non-negative. None: unbounded."""
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    width = hi - lo
+    if figure in ("value", "overall"):
+        return bounds
+    if figure in ("gap", "max_abs_to_overall"):
+        return (0.0, width)
+    if figure == "difference":
+        return (-width, width)
+    if lo >= 0.0 and figure in ("ratio", "normalised_range"):
+        return (0.0, 1.0)
+    if lo >= 0.0 and figure == "cv":
+        return (0.0, math.inf)
+    return None
+
+
+def _check_metric_info(record: dict[str, Any], damaged: Any) -> None:
+    """``metric_info`` (optional) maps metrics to how to read them; a recorded range is [lo, hi] or null."""
+    info = record.get("metric_info")
+    if info is None:
+        return
+    if not isinstance(info, dict) or not all(isinstance(v, dict) for v in info.values()):
+        raise damaged("metric_info", "must map each metric to {higher_is_better, needs_ordinal, description, bounds}")
+    for m, entry in info.items():
+        if "higher_is_better" in entry and not isinstance(entry["higher_is_better"], bool):
+            raise damaged(f"metric_info.{m}.higher_is_better", f"is {entry['higher_is_better']!r}, not true or false")
+        b = entry.get("bounds")
+        if b is None:
+            continue
+        ok = isinstance(b, list) and len(b) == 2 and not any(_not_number(x) or x is None for x in b)
+        if not ok or not (math.isfinite(float(b[0])) and math.isfinite(float(b[1])) and float(b[0]) < float(b[1])):
+            raise damaged(f"metric_info.{m}.bounds", f"is {b!r}, not [lower, upper] with lower < upper, or null")
 
 
 def _in_range(fig: dict[str, Any], where: str, bounds: tuple[float, float], damaged: Any) -> None:
@@ -187,17 +234,18 @@ def _check_figures(record: dict[str, Any], damaged: Any) -> None:
     from cvaudit.metrics.disparity import FIGURES
 
     metrics = metric_names(record)
+    bounds = {m: metric_bounds(m, record) for m in metrics}
     for m in metrics:
         if m not in record["overall"]:
             raise damaged("overall", f"has no {m} (the groups have it)")
-        _check_figure(record["overall"][m], f"overall.{m}", damaged, UNIT if m in UNIT_METRICS else None)
+        _check_figure(record["overall"][m], f"overall.{m}", damaged, bounds[m])
     attributes: dict[str, None] = {}
     for i, g in enumerate(record["groups"]):
         attributes[str(g["attribute"])] = None
         for m in metrics:
             if m not in g["metrics"]:
                 raise damaged(f"groups[{i}].metrics", f"has no {m} ({g['attribute']}={g['group']})")
-            _check_figure(g["metrics"][m], f"groups[{i}].metrics.{m}", damaged, UNIT if m in UNIT_METRICS else None)
+            _check_figure(g["metrics"][m], f"groups[{i}].metrics.{m}", damaged, bounds[m])
     seen: dict[tuple[str, str], int] = {}
     for i, d in enumerate(record["disparity"]):
         key = (str(d["attribute"]), str(d["metric"]))
@@ -208,8 +256,7 @@ def _check_figures(record: dict[str, Any], damaged: Any) -> None:
             if f in d:
                 if not isinstance(d[f], dict):
                     raise damaged(f"disparity[{i}].{f}", "must be a {value, ci} figure")
-                _check_figure(d[f], f"disparity[{i}].{f}", damaged,
-                              UNIT_FIGURE_RANGE[f] if key[1] in UNIT_METRICS else None)  # fmt: skip
+                _check_figure(d[f], f"disparity[{i}].{f}", damaged, figure_bounds(bounds.get(key[1]), f))
             elif f != "overall":
                 raise damaged(f"disparity[{i}]", f"has no {f} ({key[1]} across {key[0]})")
     for a in attributes:
@@ -228,8 +275,8 @@ def _check_figures(record: dict[str, Any], damaged: Any) -> None:
                 for m in metrics:
                     if not isinstance(figs.get(m), dict):
                         raise damaged(f"baselines.{key}.{part}", f"has no {m} figure")
-                    bounds = (UNIT if part == "overall" else (-1.0, 1.0)) if m in UNIT_METRICS else None
-                    _check_figure(figs[m], f"baselines.{key}.{part}.{m}", damaged, bounds)
+                    fig = "overall" if part == "overall" else "difference"
+                    _check_figure(figs[m], f"baselines.{key}.{part}.{m}", damaged, figure_bounds(bounds[m], fig))
 
 
 def _check_items(record: dict[str, Any], damaged: Any) -> None:
@@ -237,6 +284,7 @@ def _check_items(record: dict[str, Any], damaged: Any) -> None:
     if not record["items"]:
         raise damaged("items", "is empty (a complete audit has its (group, question) items)")
     metrics = metric_names(record)
+    bounds = {m: metric_bounds(m, record) for m in metrics}
     seen: dict[tuple[str, str, str], int] = {}
     for i, it in enumerate(record["items"]):
         key = (str(it["attribute"]), str(it["group"]), str(it["question"]))
@@ -253,8 +301,8 @@ def _check_items(record: dict[str, Any], damaged: Any) -> None:
             v = values[m]
             if v is not None and finite_number(v) is None:
                 raise damaged(f"items[{i}].metrics.{m}", f"{label} is {v!r}, not a finite number or null")
-            if v is not None and m in UNIT_METRICS:
-                _in_range({"value": v}, f"items[{i}].metrics.{m} {label}", UNIT, damaged)
+            if v is not None and bounds[m] is not None:
+                _in_range({"value": v}, f"items[{i}].metrics.{m} {label}", bounds[m], damaged)
     _check_grid(record, damaged)
 
 

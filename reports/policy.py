@@ -114,25 +114,22 @@ def _number(value: Any, where: str) -> float:
 
 #: thresholds a figure can never cross are a mistake in the policy, not a breach of it
 _RANGES = {"min_ratio": (0.0, 1.0, "a ratio min/max lies in [0, 1]"),
-           **{name: (-1.0, 1.0, "an advantage over a baseline lies in [-1, 1] for metrics in [0, 1]")
-              for name in ("min_vs_uniform", "min_vs_population")},
            **{name: (0.0, math.inf, "the figure is never negative")
               for name in ("max_gap", "max_normalised_range", "max_cv", "max_abs_to_overall")}}  # fmt: skip
-#: the range of each built-in metric (docs/metrics.md); a plug-in metric's range is unknown, so only
-#: the metric-free bounds above apply to it
-METRIC_RANGES: dict[str, tuple[float, float]] = {
-    "accuracy": (0.0, 1.0), "nmae": (0.0, 1.0), "representativeness": (0.0, 1.0), "similarity": (0.0, 1.0),
-}  # fmt: skip
-#: checks whose figure lies in the metric's own range: a group or overall mean, and for a metric in [lo, hi]
-#: with lo >= 0 a gap or distance of at most hi - lo (normalised_range = gap / max lies in [0, 1])
+#: checks whose figure lies in the metric's own range (its declared ``bounds``, lo to hi): a group or overall
+#: mean; a gap or distance of at most hi - lo; an advantage over a baseline within +-(hi - lo)
 _VALUE_CHECKS = ("min_group_value", "max_group_value", "max_group_nmae", "min_overall_value", "max_overall_value")
 _SPAN_CHECKS = ("max_gap", "max_abs_to_overall")
+_ADVANTAGE_CHECKS = ("min_vs_uniform", "min_vs_population")
 
 
 def _range(name: str, metric: str) -> tuple[float, float, str]:
     """The values a threshold of check ``name`` on ``metric`` can meaningfully take, and why."""
+    from cvaudit.metrics import metric_specs
+
     lo, hi, why = _RANGES.get(name, (-math.inf, math.inf, ""))
-    known = METRIC_RANGES.get(metric)
+    spec = metric_specs().get(metric)
+    known = None if spec is None else spec.bounds  # a plug-in without declared bounds: only the bounds above
     if known is None:
         return lo, hi, why
     mlo, mhi = known
@@ -141,7 +138,10 @@ def _range(name: str, metric: str) -> tuple[float, float, str]:
         return mlo, mhi, where
     if name in _SPAN_CHECKS:
         return 0.0, mhi - mlo, f"{where}, so its {name[4:].replace('_', ' ')} lies in [0, {mhi - mlo:g}]"
-    if name == "max_normalised_range":
+    if name in _ADVANTAGE_CHECKS:
+        w = mhi - mlo
+        return -w, w, f"{where}, so its advantage over a baseline lies in [{-w:g}, {w:g}]"
+    if name == "max_normalised_range" and mlo >= 0.0:
         return 0.0, 1.0, "the normalised range (max - min) / max lies in [0, 1]"
     return lo, hi, why
 

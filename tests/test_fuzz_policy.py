@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from cvaudit.audit.errors import CVAuditError
+from cvaudit.metrics import metric_specs
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -75,7 +76,8 @@ def _parse(raw):
         assert check.check in policy_mod.CHECKS and check.on in policy_mod.BOUNDS
         assert isinstance(check.metric, str) and isinstance(check.attribute, str)
         assert check.threshold is None or isinstance(check.threshold, float)
-        known = policy_mod.METRIC_RANGES.get(check.metric)
+        spec = metric_specs().get(check.metric)
+        known = None if spec is None else spec.bounds
         if known is not None and check.kind in ("group", "overall"):  # a built-in's mean lies in its range
             assert known[0] <= check.threshold <= known[1], check
     return policy

@@ -6,7 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
-from cvaudit.audit.errors import ConfigError
+from cvaudit.audit.errors import ConfigError, DataError
 from cvaudit.reports.gate import gate, github_annotations, junit_xml, publish_github
 from cvaudit.reports.policy import parse_policy
 from results_factory import incomplete, make_results, run_cli
@@ -379,12 +379,59 @@ def test_range_edges_and_plug_in_metrics_keep_working(record):
     with pytest.raises(ConfigError, match="never negative"):
         parse_policy({"rules": [{"metric": "fluency", "max_gap": -1}]})
     # the gate on a record whose metric is a plug-in on a 0-10 scale (similarity renamed and scaled)
+    rec = _fluency(record)
+    res = gate(rec, {"rules": [{"metric": "fluency", "attribute": "sex", "min_group_value": 2.5}]})
+    assert res.passed and res.checks[-1].observed > 1
+
+
+def _fluency(record: dict, bounds: list | None = None) -> dict:
+    """``record`` with similarity renamed "fluency" and its group and item values scaled to 0-10, recorded
+    with ``bounds`` in metric_info (a plug-in that declared none: null)."""
     rec = json.loads(json.dumps(record).replace('"similarity"', '"fluency"'))
     for row in (*(g["metrics"]["fluency"] for g in rec["groups"]), *(it["metrics"] for it in rec["items"])):
         key = "value" if "value" in row else "fluency"
         row[key] = None if row[key] is None else row[key] * 10
-    res = gate(rec, {"rules": [{"metric": "fluency", "attribute": "sex", "min_group_value": 2.5}]})
-    assert res.passed and res.checks[-1].observed > 1
+    rec["metric_info"]["fluency"]["bounds"] = bounds
+    return rec
+
+
+def test_a_plug_in_metrics_declared_bounds_check_files_and_policies(record):
+    """register_metric(bounds=...) is recorded in metric_info: a figure outside it is damage, read by a process
+    without the plug-in too; a policy threshold outside it is refused where the plug-in is registered."""
+    import copy
+
+    from cvaudit.metrics import register_metric
+    from cvaudit.metrics.registry import unregister_metric
+
+    assert record["metric_info"]["accuracy"]["bounds"] == [0.0, 1.0]  # the built-ins declare [0, 1]
+    rec = _fluency(record, [0.0, 10.0])
+    assert gate(rec, {"rules": [{"metric": "fluency", "attribute": "sex", "min_group_value": 2.5}]}).passed
+    hurt = copy.deepcopy(rec)
+    next(g for g in hurt["groups"] if g["group"] == "Female")["metrics"]["fluency"]["ci"] = [3.0, 10.5]
+    with pytest.raises(DataError, match=r"fluency.* is 10.5, outside \[0, 10\]"):
+        gate(hurt, {"rules": [{"metric": "fluency", "min_overall_value": 1}]})
+    hurt = copy.deepcopy(rec)
+    hurt["items"][0]["metrics"]["fluency"] = -1.0
+    with pytest.raises(DataError, match=r"items\[0\].metrics.fluency"):
+        gate(hurt, {"rules": [{"metric": "fluency", "min_overall_value": 1}]})
+    for bad in ([1.0], [5.0, 5.0], ["0", 1], [0, float("inf")]):
+        hurt = copy.deepcopy(rec)
+        hurt["metric_info"]["fluency"]["bounds"] = bad
+        with pytest.raises(DataError, match=r"metric_info.fluency.bounds is"):
+            gate(hurt, {"rules": [{"metric": "fluency", "min_overall_value": 1}]})
+
+    register_metric("fluency", bounds=(0, 10))(lambda b: b.k * 0.0)
+    try:
+        with pytest.raises(ConfigError, match=r"fluency lies in \[0, 10\]"):
+            parse_policy({"rules": [{"metric": "fluency", "min_overall_value": 25}]})
+        with pytest.raises(ConfigError, match=r"advantage over a baseline lies in \[-10, 10\]"):
+            parse_policy({"rules": [{"metric": "fluency", "min_vs_uniform": 11}]})
+        # an advantage of 5 points is possible on a 0-10 scale (the [-1, 1] of a [0, 1] metric does not apply)
+        assert parse_policy({"rules": [{"metric": "fluency", "min_vs_uniform": 5, "max_gap": 10}]}).checks
+    finally:
+        unregister_metric("fluency")
+    with pytest.raises(ValueError, match="lo < hi"):
+        register_metric("fluency", bounds=(1, 0))
 
 
 # ------------------------------------------------------------------ JSON policies, YAML 1.2 floats
@@ -496,6 +543,8 @@ def _sex_gap(rec: dict, metric: str = "similarity") -> dict:
     (lambda r: _group(r, "Female").update(n=-5), "groups[0].n is -5"),
     (lambda r: r["items"][0].update(human_dist=[5, -4, 0, 0]), "items[0].human_dist is not a distribution"),
     (lambda r: r["items"][0].update(model_dist=[1.0, 1.0, 0, 0]), "items[0].model_dist is not a distribution"),
+    (lambda r: r["metric_info"]["similarity"].update(higher_is_better="yes"), "higher_is_better is 'yes'"),
+    (lambda r: r["metric_info"]["similarity"].update(bounds=[0, 0.5]), "outside [0, 0.5]"),  # narrowed to hide
     (lambda r: r.update(excluded_cells=["sex=Male"]), "excluded_cells must be {reason, cells"),
     (lambda r: r.update(excluded_cells={"reason": "x", "cells": [{"group": "Male"}]}), "excluded_cells must be"),
 ])  # fmt: skip
