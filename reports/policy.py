@@ -116,34 +116,33 @@ def _number(value: Any, where: str) -> float:
 _RANGES = {"min_ratio": (0.0, 1.0, "a ratio min/max lies in [0, 1]"),
            **{name: (0.0, math.inf, "the figure is never negative")
               for name in ("max_gap", "max_normalised_range", "max_cv", "max_abs_to_overall")}}  # fmt: skip
-#: checks whose figure lies in the metric's own range (its declared ``bounds``, lo to hi): a group or overall
-#: mean; a gap or distance of at most hi - lo; an advantage over a baseline within +-(hi - lo)
+#: the figure each check reads, where a metric's declared ``bounds`` say where it lies
+#: (:func:`~cvaudit.reports.load.figure_bounds`), and how the refusal names it
 _VALUE_CHECKS = ("min_group_value", "max_group_value", "max_group_nmae", "min_overall_value", "max_overall_value")
-_SPAN_CHECKS = ("max_gap", "max_abs_to_overall")
-_ADVANTAGE_CHECKS = ("min_vs_uniform", "min_vs_population")
+_FIGURE_OF = {**{name: "value" for name in _VALUE_CHECKS}, "max_gap": "gap", "max_abs_to_overall": "max_abs_to_overall",
+              "max_normalised_range": "normalised_range", "min_vs_uniform": "difference",
+              "min_vs_population": "difference"}  # fmt: skip
+_FIGURE_WORDS = {"gap": "gap", "max_abs_to_overall": "abs to overall", "difference": "advantage over a baseline",
+                 "normalised_range": "normalised range (max - min) / max"}  # fmt: skip
 
 
 def _range(name: str, metric: str) -> tuple[float, float, str]:
     """The values a threshold of check ``name`` on ``metric`` can meaningfully take, and why."""
     from cvaudit.metrics import metric_specs
 
-    lo, hi, why = _RANGES.get(name, (-math.inf, math.inf, ""))
+    from .load import figure_bounds
+
     spec = metric_specs().get(metric)
     known = None if spec is None else spec.bounds  # a plug-in without declared bounds: only the bounds above
-    if known is None:
-        return lo, hi, why
-    mlo, mhi = known
-    where = f"{metric} lies in [{mlo:g}, {mhi:g}]"
-    if name in _VALUE_CHECKS:
-        return mlo, mhi, where
-    if name in _SPAN_CHECKS:
-        return 0.0, mhi - mlo, f"{where}, so its {name[4:].replace('_', ' ')} lies in [0, {mhi - mlo:g}]"
-    if name in _ADVANTAGE_CHECKS:
-        w = mhi - mlo
-        return -w, w, f"{where}, so its advantage over a baseline lies in [{-w:g}, {w:g}]"
-    if name == "max_normalised_range" and mlo >= 0.0:
-        return 0.0, 1.0, "the normalised range (max - min) / max lies in [0, 1]"
-    return lo, hi, why
+    figure = _FIGURE_OF.get(name)
+    within = figure_bounds(known, figure) if known is not None and figure is not None else None
+    if within is None:
+        return _RANGES.get(name, (-math.inf, math.inf, ""))
+    lo, hi = within
+    where = f"{metric} lies in [{known[0]:g}, {known[1]:g}]"
+    if figure == "value":
+        return lo, hi, where
+    return lo, hi, f"{where}, so its {_FIGURE_WORDS[figure]} lies in [{lo:g}, {hi:g}]"
 
 
 def _threshold(name: str, value: Any, where: str, metric: str = "") -> float:
