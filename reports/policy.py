@@ -128,15 +128,12 @@ _FIGURE_WORDS = {"gap": "gap", "max_abs_to_overall": "abs to overall", "differen
 
 def _range(name: str, metric: str) -> tuple[float, float, str]:
     """The values a threshold of check ``name`` on ``metric`` can meaningfully take, and why."""
-    from cvaudit.metrics import metric_specs
+    from .load import figure_bounds, metric_bounds
 
-    from .load import figure_bounds
-
-    spec = metric_specs().get(metric)
-    known = None if spec is None else spec.bounds  # a plug-in without declared bounds: only the bounds above
-    figure = _FIGURE_OF.get(name)
-    within = figure_bounds(known, figure) if known is not None and figure is not None else None
-    if within is None:
+    known = metric_bounds(metric)  # the registry's; a plug-in without declared bounds: only the bounds above
+    figure = _FIGURE_OF.get(name, "")
+    within = figure_bounds(known, figure)
+    if known is None or within is None:
         return _RANGES.get(name, (-math.inf, math.inf, ""))
     lo, hi = within
     where = f"{metric} lies in [{known[0]:g}, {known[1]:g}]"
